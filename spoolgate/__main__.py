@@ -1,0 +1,3 @@
+from spoolgate.cli import main
+
+raise SystemExit(main())

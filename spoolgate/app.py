@@ -1,0 +1,105 @@
+"""The composition root: builds every part from the settings and owns start-up and shutdown.
+
+Start-up order: store (migrations) -> group committer -> intake -> SMTP
+listeners -> extra ingress workers. Shutdown runs it backwards: stop
+accepting, let sessions finish their current transaction (bounded), drain the
+committer, close the store. Nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from spoolgate.config import Settings
+from spoolgate.ingress.server import SmtpService, start_smtp
+from spoolgate.intake.pipeline import Intake, IntakeSettings
+from spoolgate.ops.logging import setup_logging
+from spoolgate.store.groupcommit import GroupCommitter
+from spoolgate.store.store import Store, open_store
+
+log = logging.getLogger("spoolgate")
+SHUTDOWN_GRACE = 10.0
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    store: Store
+    committer: GroupCommitter
+    smtp: SmtpService | None = None
+    workers: list[multiprocessing.process.BaseProcess] = field(default_factory=list)
+
+
+async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
+    """Open the store and start listening; with *primary*, also start the extra workers."""
+    store = await asyncio.to_thread(open_store, settings.store.url, settings.store.auto_migrate)
+    committer = GroupCommitter(store, max_wait=settings.store.group_commit_wait_ms / 1000)
+    committer.start()
+    intake = Intake(IntakeSettings(hostname=settings.smtp.hostname, node=settings.node.name,
+                                   max_received_headers=settings.smtp.max_received_headers),
+                    committer)
+    gateway = Gateway(settings, store, committer)
+    gateway.smtp = await start_smtp(settings, intake)
+    if primary:
+        gateway.workers = _spawn_workers(settings)
+    return gateway
+
+
+async def stop_gateway(gateway: Gateway) -> None:
+    if gateway.smtp is not None:
+        await gateway.smtp.close()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while gateway.smtp.limiter.open_sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    for worker in gateway.workers:
+        worker.terminate()
+    await gateway.committer.stop()
+    await asyncio.to_thread(gateway.store.close)
+    for worker in gateway.workers:
+        await asyncio.to_thread(worker.join, SHUTDOWN_GRACE)
+
+
+async def serve(settings: Settings, primary: bool = True) -> None:
+    """Run the gateway until SIGTERM or SIGINT (or, for a worker, until its parent dies)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    gateway = await start_gateway(settings, primary)
+    watcher = None if primary else loop.create_task(_watch_parent(os.getppid(), stop))
+    log.info("started node=%s store=%s pid=%d", settings.node.name, gateway.store.backend,
+             os.getpid())
+    await stop.wait()
+    log.info("stopping pid=%d", os.getpid())
+    if watcher is not None:
+        watcher.cancel()
+    await stop_gateway(gateway)
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    while os.getppid() == parent:
+        await asyncio.sleep(0.5)
+    stop.set()
+
+
+def _spawn_workers(settings: Settings) -> list[multiprocessing.process.BaseProcess]:
+    context = multiprocessing.get_context("spawn")
+    workers = []
+    for number in range(1, settings.smtp.workers):
+        worker = context.Process(target=run_worker, args=(settings,), name=f"ingress-{number}",
+                                 daemon=True)
+        worker.start()
+        workers.append(worker)
+    return workers
+
+
+def run_worker(settings: Settings) -> None:
+    """Entry point of an ingress worker process."""
+    setup_logging(settings.log.level, settings.log.format, settings.log.file)
+    asyncio.run(serve(settings, primary=False))

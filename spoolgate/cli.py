@@ -1,0 +1,187 @@
+"""The ``spoolgate`` command: thin verbs over the same functions the server uses.
+
+``serve``, ``demo``, ``check-config``, ``migrate`` and ``queue list|show``.
+Errors are printed as one line naming what is wrong and the exit status is 2
+for a configuration mistake, 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from spoolgate import __version__
+from spoolgate.config import ConfigError, Settings, load_settings
+from spoolgate.mail.queueid import is_queue_id
+from spoolgate.store.migrations import SchemaError, migrate
+from spoolgate.store.store import QueueEntry, StoreError, open_store
+
+DEFAULT_CONFIG = "/etc/spoolgate/spoolgate.toml"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    domains = ", ".join(f"{d.name} -> {d.route}" for d in settings.domains)
+    print(f"{settings.source}: ok ({len(settings.domains)} domain(s): {domains})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from spoolgate.app import serve
+    from spoolgate.ops.logging import setup_logging
+
+    settings = _settings(args)
+    setup_logging(settings.log.level, settings.log.format, settings.log.file)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from spoolgate.demo import write_demo_config
+
+    config = write_demo_config(Path(args.dir))
+    print(f"demo configuration: {config}\n"
+          "SMTP on 127.0.0.1:2525 for example.test, relayed to 127.0.0.1:2526; "
+          "store under the same folder. Ctrl-C stops it.", file=sys.stderr)
+    args.config = str(config)
+    return cmd_serve(args)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from spoolgate.store.engine import create_engine
+
+    settings = _settings(args)
+    engine = create_engine(settings.store.url)
+    try:
+        before = migrate(engine, auto=True)
+    finally:
+        engine.dispose()
+    print(f"schema upgraded from version {before}" if before else "schema is up to date")
+    return 0
+
+
+def _format_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def _entry_json(entry: QueueEntry) -> dict:
+    data = asdict(entry)
+    data["received_at"] = _format_time(entry.received_at)
+    return data
+
+
+def cmd_queue_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = open_store(settings.store.url, settings.store.auto_migrate)
+    try:
+        entries = store.list_queue(state=args.state, domain=args.domain, limit=args.limit)
+    finally:
+        store.close()
+    if args.json:
+        json.dump([_entry_json(e) for e in entries], sys.stdout, indent=1)
+        print()
+        return 0
+    if not entries:
+        print("Mail queue is empty")
+        return 0
+    print(f"{'-Queue ID-':<16}{'--Size--':>9} {'----Arrival Time----':<20} -Sender/Recipient-------")
+    for entry in entries:
+        print(f"{entry.queue_id:<16}{entry.size:>9} {_format_time(entry.received_at):<20} "
+              f"{entry.sender or '<>'}")
+        for rcpt in entry.recipients:
+            reply = f" ({rcpt.last_reply})" if rcpt.last_reply else ""
+            print(f"{'':<47}{rcpt.address} [{rcpt.state}]{reply}")
+        print()
+    print(f"-- {len(entries)} message(s)" + (f" (limit {args.limit})" if len(entries) == args.limit else ""))
+    return 0
+
+
+def cmd_queue_show(args: argparse.Namespace) -> int:
+    if not is_queue_id(args.queue_id):
+        print(f"spoolgate: {args.queue_id!r} is not a queue ID", file=sys.stderr)
+        return 1
+    settings = _settings(args)
+    store = open_store(settings.store.url, settings.store.auto_migrate)
+    try:
+        detail = store.show(args.queue_id)
+    finally:
+        store.close()
+    if detail is None:
+        print(f"spoolgate: no message {args.queue_id} in the store", file=sys.stderr)
+        return 1
+    if args.json:
+        data = asdict(detail)
+        json.dump(data, sys.stdout, indent=1)
+        print()
+        return 0
+    entry = detail.entry
+    print(f"Queue ID:   {entry.queue_id}\nArrived:    {_format_time(entry.received_at)} "
+          f"on {detail.node}\nClient:     [{detail.client_ip}] helo={detail.helo}"
+          f"{' tls=' + detail.tls if detail.tls else ''}\nSender:     <{entry.sender}>\n"
+          f"Size:       {entry.size}\nBody:       {detail.body_type}"
+          f"{' SMTPUTF8' if detail.smtputf8 else ''}\n"
+          f"DSN:        ret={detail.ret or '-'} envid={detail.envid or '-'}\nRecipients:")
+    for rcpt in entry.recipients:
+        print(f"  {rcpt.address}  state={rcpt.state} attempts={rcpt.attempts} "
+              f"notify={rcpt.notify or '-'} orcpt={rcpt.orcpt or '-'}"
+              + (f"\n    last reply: {rcpt.last_reply}" if rcpt.last_reply else ""))
+    print("Events:")
+    for event in detail.events:
+        who = f" {event.recipient}" if event.recipient else ""
+        print(f"  {_format_time(event.at)} {event.node} {event.kind}{who}: {event.detail}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spoolgate", description="Email continuity gateway")
+    parser.add_argument("--version", action="version", version=f"spoolgate {__version__}")
+    default = os.environ.get("SPOOLGATE_CONFIG", DEFAULT_CONFIG)
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", "-c", default=default,
+                        help=f"configuration file (default: $SPOOLGATE_CONFIG or {DEFAULT_CONFIG})")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("serve", parents=[config], help="run the gateway").set_defaults(func=cmd_serve)
+    demo = verbs.add_parser("demo", help="write a demo configuration and run the gateway")
+    demo.add_argument("--dir", default="spoolgate-demo", help="folder for config, store and certificates")
+    demo.set_defaults(func=cmd_demo)
+    verbs.add_parser("check-config", parents=[config],
+                     help="validate the configuration and exit").set_defaults(func=cmd_check_config)
+    verbs.add_parser("migrate", parents=[config],
+                     help="upgrade the store's schema").set_defaults(func=cmd_migrate)
+    queue = verbs.add_parser("queue", help="inspect the queue").add_subparsers(dest="queue_verb",
+                                                                                required=True)
+    listing = queue.add_parser("list", parents=[config], help="list queued messages (like postqueue -p)")
+    listing.add_argument("--state", help="only recipients in this state (queued, deferred, ...)")
+    listing.add_argument("--domain", help="only recipients in this domain")
+    listing.add_argument("--limit", type=int, default=1000)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_queue_list)
+    show = queue.add_parser("show", parents=[config], help="envelope, recipients and events of one message")
+    show.add_argument("queue_id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_queue_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as error:
+        print(f"spoolgate: configuration error: {error}", file=sys.stderr)
+        return 2
+    except (SchemaError, StoreError) as error:
+        print(f"spoolgate: store error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

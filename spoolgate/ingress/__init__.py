@@ -1,0 +1,1 @@
+"""SMTP ingress: the conversation with sending MTAs (aiosmtpd), its limits and its policy."""

@@ -1,0 +1,67 @@
+"""The intake pipeline: from the bytes of one SMTP transaction to a durable message.
+
+:meth:`Intake.accept` checks the hop count, prepends the ``Received:`` header
+and commits the message through the group committer. It returns the queue ID
+only once the commit is durable; any failure raises :class:`SmtpError` with the
+reply the client must get (``452 4.3.1`` when the store cannot take it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from spoolgate.intake.received import count_received, received_header
+from spoolgate.mail.envelope import Envelope, IncomingMessage
+from spoolgate.mail.queueid import new_queue_id
+from spoolgate.mail.reply import STORAGE_FAILURE, TOO_MANY_HOPS, SmtpError
+from spoolgate.store.groupcommit import GroupCommitter
+from spoolgate.store.store import StoreError
+
+log = logging.getLogger("spoolgate.intake")
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeSettings:
+    hostname: str
+    node: str
+    max_received_headers: int
+
+
+class Intake:
+    """Accepts messages for storage on behalf of the SMTP sessions."""
+
+    def __init__(self, settings: IntakeSettings, committer: GroupCommitter) -> None:
+        self._settings = settings
+        self._committer = committer
+
+    async def accept(self, envelope: Envelope, data: bytes, esmtp: bool = True) -> str:
+        """Store one message durably and return its queue ID."""
+        queue_id = new_queue_id()
+        hops = count_received(data)
+        if hops > self._settings.max_received_headers:
+            log.warning("%s: reject: too many hops (%d) from=<%s>", queue_id, hops, envelope.sender)
+            raise SmtpError(TOO_MANY_HOPS.code, TOO_MANY_HOPS.enhanced, TOO_MANY_HOPS.text)
+        now = time.time()
+        started = time.perf_counter()
+        stored = received_header(envelope, queue_id, self._settings.hostname, esmtp, now) + data
+        message = IncomingMessage(queue_id=queue_id, envelope=envelope, data=stored,
+                                  received_at=now, node=self._settings.node,
+                                  events=(("accepted", _accept_detail(envelope, len(stored))),))
+        try:
+            await self._committer.commit(message)
+        except StoreError as error:
+            log.error("%s: store failure, answered 452: %s", queue_id, error)
+            raise SmtpError(STORAGE_FAILURE.code, STORAGE_FAILURE.enhanced,
+                            STORAGE_FAILURE.text) from error
+        log.info("%s: accepted %s delay=%.4f", queue_id, message.events[0][1],
+                 time.perf_counter() - started)
+        return queue_id
+
+
+def _accept_detail(envelope: Envelope, size: int) -> str:
+    client = envelope.client
+    tls = f" tls={client.tls}" if client.tls else ""
+    return (f"from=<{envelope.sender}> size={size} nrcpt={len(envelope.recipients)} "
+            f"client=[{client.ip}] helo={client.helo!r}{tls}")

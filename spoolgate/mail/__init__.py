@@ -1,0 +1,1 @@
+"""Value types shared by every stage: envelopes, replies, queue IDs, states. No I/O."""

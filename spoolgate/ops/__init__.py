@@ -1,0 +1,1 @@
+"""Operations: logging now; metrics and health later."""

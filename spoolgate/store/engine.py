@@ -1,0 +1,83 @@
+"""Database engines with the durability settings DESIGN.md requires.
+
+SQLite runs in WAL mode with ``synchronous=FULL``: a commit returns only after
+the WAL is fsync'd. PostgreSQL keeps its defaults (``fsync``,
+``synchronous_commit=on``). SQLite allows one writer at a time, so writers of
+every process on the node take an exclusive ``flock`` on a lock file beside the
+database first; a blocked writer then wakes the moment the lock is free,
+instead of in SQLite's busy-handler sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+
+
+def normalise_url(url: str) -> str:
+    """Use psycopg 3 for ``postgresql://`` URLs."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine for *url* with durable settings applied to every connection."""
+    url = normalise_url(url)
+    if sqlite_path(url) is not None:
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                                  pool_size=8, max_overflow=8)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+class WriteLock:
+    """Serialises writers: a thread lock, plus an flock shared with other processes (SQLite)."""
+
+    def __init__(self, lock_file: Path | None) -> None:
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        if lock_file is not None:
+            self._fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        with self._thread_lock:
+            if self._fd is None:
+                yield
+                return
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def write_lock_for(url: str) -> WriteLock:
+    path = sqlite_path(normalise_url(url))
+    return WriteLock(None if path is None else path.with_name(path.name + "-writelock"))

@@ -1,0 +1,71 @@
+"""Schema versions and the small runner that applies them at start.
+
+The schema version lives in ``schema_meta``. A store older than this code is
+upgraded in one transaction (or refused when auto-migration is off); a store
+newer than this code is always refused, since this code cannot know what the
+newer schema means. PostgreSQL nodes starting together serialise on an
+advisory lock, so only one of them migrates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+from spoolgate.store import schema
+
+
+class SchemaError(Exception):
+    """The store's schema cannot be used by this version of Spoolgate."""
+
+
+def _v1(conn: sa.Connection) -> None:
+    for table in (schema.messages, schema.recipients, schema.events):
+        table.create(conn)
+
+
+# (version, what it does, how). Append only; never edit a released step.
+MIGRATIONS: tuple[tuple[int, str, Callable[[sa.Connection], None]], ...] = (
+    (1, "messages, recipients and events", _v1),
+)
+LATEST = MIGRATIONS[-1][0]
+_ADVISORY_KEY = 0x5B001_6A7E  # "spoolgate" schema lock on PostgreSQL
+
+
+def current_version(conn: sa.Connection) -> int | None:
+    """The stored schema version, or None for an empty database."""
+    if not sa.inspect(conn).has_table("schema_meta"):
+        return None
+    value = conn.execute(sa.select(schema.schema_meta.c.value)
+                         .where(schema.schema_meta.c.key == "version")).scalar()
+    return int(value) if value is not None else None
+
+
+def migrate(engine: sa.Engine, auto: bool = True) -> int:
+    """Bring the schema to :data:`LATEST`; return the version found before."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_KEY})
+        found = current_version(conn)
+        if found is None and sa.inspect(conn).get_table_names():
+            tables = ", ".join(sorted(sa.inspect(conn).get_table_names()))
+            raise SchemaError(f"the database holds tables ({tables}) but no Spoolgate schema "
+                              "version; point [store].url at an empty or a Spoolgate database")
+        if found is not None and found > LATEST:
+            raise SchemaError(f"the store's schema is version {found}, newer than this "
+                              f"Spoolgate knows (up to {LATEST}); upgrade Spoolgate")
+        if found == LATEST:
+            return found
+        if found is not None and not auto:
+            raise SchemaError(f"the store's schema is version {found}, older than this "
+                              f"Spoolgate needs ({LATEST}); run 'spoolgate migrate' first")
+        if found is None:
+            schema.schema_meta.create(conn)
+            conn.execute(schema.schema_meta.insert(), {"key": "version", "value": "0"})
+        for version, _, step in MIGRATIONS:
+            if version > (found or 0):
+                step(conn)
+        conn.execute(schema.schema_meta.update().where(schema.schema_meta.c.key == "version")
+                     .values(value=str(LATEST)))
+        return found or 0

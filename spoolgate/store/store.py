@@ -1,0 +1,210 @@
+"""The store's operations: commit incoming messages, list and show the queue.
+
+Every method is synchronous and thread-safe; the server calls them from a
+bounded executor (see :mod:`spoolgate.store.groupcommit`), the CLI calls them
+directly. Database failures surface as :class:`StoreError`, which callers
+treat as temporary (SMTP ``452 4.3.1``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from spoolgate.mail.envelope import IncomingMessage
+from spoolgate.mail.states import RecipientState
+from spoolgate.store import schema
+from spoolgate.store.engine import WriteLock, create_engine, write_lock_for
+from spoolgate.store.migrations import migrate
+
+
+class StoreError(Exception):
+    """The database refused or failed an operation (disk full, connection lost, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientStatus:
+    address: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_reply: str | None
+    notify: str | None
+    orcpt: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    queue_id: str
+    received_at: float
+    sender: str
+    size: int
+    recipients: tuple[RecipientStatus, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    at: float
+    node: str
+    kind: str
+    recipient: str | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDetail:
+    entry: QueueEntry
+    client_ip: str
+    helo: str
+    tls: str | None
+    node: str
+    body_type: str
+    smtputf8: bool
+    ret: str | None
+    envid: str | None
+    events: tuple[Event, ...]
+
+
+class Store:
+    """One database holding messages, per-recipient queue rows and events."""
+
+    def __init__(self, engine: sa.Engine, write_lock: WriteLock) -> None:
+        self.engine = engine
+        self._write_lock = write_lock
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self._write_lock.close()
+
+    @contextmanager
+    def _writing(self) -> Iterator[sa.Connection]:
+        try:
+            with self._write_lock.held(), self.engine.begin() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as error:
+            raise StoreError(str(error.orig if hasattr(error, "orig") else error)) from error
+
+    @contextmanager
+    def _reading(self) -> Iterator[sa.Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as error:
+            raise StoreError(str(error.orig if hasattr(error, "orig") else error)) from error
+
+    def commit_incoming(self, batch: Sequence[IncomingMessage]) -> None:
+        """Store *batch* (messages, recipient rows, events) in one durable transaction."""
+        now = time.time()
+        message_rows, recipient_rows, event_rows = [], [], []
+        for msg in batch:
+            env = msg.envelope
+            message_rows.append({
+                "queue_id": msg.queue_id, "received_at": msg.received_at, "node": msg.node,
+                "sender": env.sender, "client_ip": env.client.ip, "helo": env.client.helo,
+                "tls": env.client.tls, "size": len(msg.data), "body_type": env.body_type,
+                "smtputf8": env.smtputf8, "ret": env.ret.value if env.ret else None,
+                "envid": env.envid, "data": msg.data,
+            })
+            for rcpt in env.recipients:
+                recipient_rows.append({
+                    "queue_id": msg.queue_id, "address": rcpt.address, "domain": rcpt.domain,
+                    "orcpt": rcpt.orcpt,
+                    "notify": ",".join(sorted(rcpt.notify)) if rcpt.notify else None,
+                    "state": RecipientState.QUEUED.value, "attempts": 0,
+                    "next_attempt_at": msg.received_at, "last_reply": None,
+                    "lease_owner": None, "lease_until": None, "updated_at": now,
+                })
+            for kind, detail in msg.events:
+                event_rows.append({"queue_id": msg.queue_id, "at": msg.received_at,
+                                   "node": msg.node, "kind": kind, "recipient": None,
+                                   "detail": detail})
+        with self._writing() as conn:
+            conn.execute(schema.messages.insert(), message_rows)
+            conn.execute(schema.recipients.insert(), recipient_rows)
+            if event_rows:
+                conn.execute(schema.events.insert(), event_rows)
+
+    def list_queue(self, state: str | None = None, domain: str | None = None,
+                   limit: int = 1000) -> list[QueueEntry]:
+        """Messages with at least one recipient matching the filters, oldest first."""
+        m, r = schema.messages, schema.recipients
+        picked = sa.select(r.c.queue_id).distinct()
+        if state:
+            picked = picked.where(r.c.state == state)
+        if domain:
+            picked = picked.where(r.c.domain == domain.lower())
+        query = (sa.select(m.c.queue_id, m.c.received_at, m.c.sender, m.c.size)
+                 .where(m.c.queue_id.in_(picked))
+                 .order_by(m.c.received_at, m.c.queue_id).limit(limit))
+        with self._reading() as conn:
+            heads = conn.execute(query).all()
+            rcpts = self._recipients(conn, [h.queue_id for h in heads])
+        return [QueueEntry(h.queue_id, h.received_at, h.sender, h.size,
+                           rcpts.get(h.queue_id, ())) for h in heads]
+
+    def show(self, queue_id: str) -> MessageDetail | None:
+        """Envelope, recipients with states and the event log of one message."""
+        m, e = schema.messages, schema.events
+        columns = [c for c in m.c if c.name != "data"]
+        with self._reading() as conn:
+            head = conn.execute(sa.select(*columns).where(m.c.queue_id == queue_id)).first()
+            if head is None:
+                return None
+            rcpts = self._recipients(conn, [queue_id]).get(queue_id, ())
+            events = conn.execute(sa.select(e.c.at, e.c.node, e.c.kind, e.c.recipient, e.c.detail)
+                                  .where(e.c.queue_id == queue_id).order_by(e.c.id)).all()
+        entry = QueueEntry(head.queue_id, head.received_at, head.sender, head.size, rcpts)
+        return MessageDetail(entry, head.client_ip, head.helo, head.tls, head.node,
+                             head.body_type, head.smtputf8, head.ret, head.envid,
+                             tuple(Event(*row) for row in events))
+
+    def message_data(self, queue_id: str) -> bytes | None:
+        """The stored bytes of one message, exactly as they will be relayed."""
+        with self._reading() as conn:
+            return conn.execute(sa.select(schema.messages.c.data)
+                                .where(schema.messages.c.queue_id == queue_id)).scalar()
+
+    def count_messages(self) -> int:
+        with self._reading() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(schema.messages)).scalar_one()
+
+    def queue_ids(self) -> list[str]:
+        """Every stored queue ID (for drills and consistency checks)."""
+        with self._reading() as conn:
+            return list(conn.execute(sa.select(schema.messages.c.queue_id)).scalars())
+
+    @staticmethod
+    def _recipients(conn: sa.Connection,
+                    queue_ids: list[str]) -> dict[str, tuple[RecipientStatus, ...]]:
+        if not queue_ids:
+            return {}
+        r = schema.recipients
+        rows = conn.execute(sa.select(r.c.queue_id, r.c.address, r.c.state, r.c.attempts,
+                                      r.c.next_attempt_at, r.c.last_reply, r.c.notify, r.c.orcpt)
+                            .where(r.c.queue_id.in_(queue_ids)).order_by(r.c.id)).all()
+        grouped: dict[str, list[RecipientStatus]] = {}
+        for row in rows:
+            grouped.setdefault(row.queue_id, []).append(RecipientStatus(*row[1:]))
+        return {key: tuple(value) for key, value in grouped.items()}
+
+
+def open_store(url: str, auto_migrate: bool = True) -> Store:
+    """Connect to *url*, bring its schema up to date, and return the store."""
+    engine = create_engine(url)
+    try:
+        migrate(engine, auto=auto_migrate)
+    except sa.exc.SQLAlchemyError as error:
+        engine.dispose()
+        raise StoreError(f"cannot open the store: {error.orig if hasattr(error, 'orig') else error}") from error
+    except Exception:
+        engine.dispose()
+        raise
+    return Store(engine, write_lock_for(url))
