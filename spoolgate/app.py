@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 from spoolgate.config import Settings
@@ -25,6 +26,17 @@ from spoolgate.store.store import Store, open_store
 
 log = logging.getLogger("spoolgate")
 SHUTDOWN_GRACE = 10.0
+
+
+def run(main: Coroutine[object, object, None]) -> None:
+    """Run *main* on uvloop (libuv's event loop) when it is installed, else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 @dataclass
@@ -102,4 +114,4 @@ def _spawn_workers(settings: Settings) -> list[multiprocessing.process.BaseProce
 def run_worker(settings: Settings) -> None:
     """Entry point of an ingress worker process."""
     setup_logging(settings.log.level, settings.log.format, settings.log.file)
-    asyncio.run(serve(settings, primary=False))
+    run(serve(settings, primary=False))

@@ -8,7 +8,6 @@ for a configuration mistake, 1 for anything else.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -37,12 +36,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from spoolgate.app import serve
+    from spoolgate.app import run, serve
     from spoolgate.ops.logging import setup_logging
 
     settings = _settings(args)
     setup_logging(settings.log.level, settings.log.format, settings.log.file)
-    asyncio.run(serve(settings))
+    run(serve(settings))
     return 0
 
 

@@ -75,7 +75,7 @@ class SmtpSettings:
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
     url: str = "sqlite:///spoolgate.db"
-    group_commit_wait_ms: float = 1.0
+    group_commit_wait_ms: float = 0.0
     auto_migrate: bool = True
 
 

@@ -66,24 +66,79 @@ class _NoHooks:
     """aiosmtpd wants a handler object; every decision is made in the session itself."""
 
 
+_NO_HOOKS = _NoHooks()
+# The verbs we answer; AUTH is left out on purpose (no submission on the MX port).
+_VERBS = ("HELO", "EHLO", "NOOP", "QUIT", "STARTTLS", "HELP", "VRFY", "MAIL", "RCPT", "RSET",
+          "DATA", "EXPN")
+
+
+def _guarded(verb: Callable[[SMTP, str | None], Awaitable[None]]):
+    """Wrap a verb: refuse NUL and invalid UTF-8, turn SmtpError into its reply."""
+
+    @functools.wraps(verb)
+    async def guarded(self: SMTP, arg: str | None) -> None:
+        if arg and "\x00" in arg:
+            await self.push("500 5.5.2 Error: NUL character in command")
+            return
+        if arg and not _is_utf8(arg):
+            await self.push("500 5.5.2 Error: invalid UTF-8 in command")
+            return
+        try:
+            await verb(self, arg)
+        except SmtpError as error:
+            await self.push(str(error.reply))
+
+    return guarded
+
+
 class SmtpSession(SMTP):
     """The SMTP protocol for one client connection."""
 
     def __init__(self, settings: SessionSettings, policy: RecipientPolicy, intake: Intake,
                  limiter: ConnectionLimiter, loop: asyncio.AbstractEventLoop) -> None:
+        # SMTP.__init__ introspects the class and the handler with inspect.getmembers() on
+        # every connection, a fifth of the CPU of a short session. This sets the same
+        # attributes (tests/unit/ingress/test_session.py compares them with aiosmtpd's).
         mail_line = settings.max_command_line + 512  # room for DSN parameters
+        asyncio.StreamReaderProtocol.__init__(
+            self, asyncio.StreamReader(loop=loop, limit=mail_line + 2),
+            client_connected_cb=self._cb_client_connected, loop=loop)
+        self.__ident__ = "ESMTP Spoolgate"
+        self.loop = loop
+        self.event_handler = _NO_HOOKS
+        self.data_size_limit = settings.max_message_size
+        self.enable_SMTPUTF8 = True
+        self._decode_data = False
+        self.hostname = settings.hostname
+        self.tls_context = settings.tls_context
+        self.require_starttls = False
+        self._timeout_duration = settings.idle_timeout
+        self._timeout_handle = None
+        self._tls_handshake_okay = True
+        self._tls_protocol = None
+        self._original_transport = None
+        self.session = None
+        self.envelope = None
+        self.transport = None
+        self._handler_coroutine = None
+        self._auth_require_tls = True
+        self._proxy_timeout = None
+        self._authenticator = None
+        self._auth_callback = None
+        self._auth_required = False
+        self._auth_methods = {}
+        self._handle_hooks = {}
+        self._ehlo_hook_ver = None
+        self._smtp_methods = {verb: getattr(self, "smtp_" + verb) for verb in _VERBS}
+        self._enforce_call_limit = True
+        self._call_limit_base = _CALL_LIMITS
+        self._call_limit_default = _CALL_LIMITS["*"]
         self.line_length_limit = mail_line + 2
-        super().__init__(_NoHooks(), data_size_limit=settings.max_message_size,
-                         enable_SMTPUTF8=True, hostname=settings.hostname, ident="ESMTP Spoolgate",
-                         tls_context=settings.tls_context, timeout=settings.idle_timeout,
-                         command_call_limit=_CALL_LIMITS, loop=loop)
-        self.settings = settings
         self.command_size_limit = settings.max_command_line
         self.command_size_limits = defaultdict(lambda: settings.max_command_line,
                                                MAIL=mail_line, RCPT=mail_line)
+        self.settings = settings
         self._policy, self._intake, self._limiter = policy, intake, limiter
-        self._smtp_methods.pop("AUTH", None)  # no submission on the MX port
-        self._smtp_methods = {verb: self._guard(method) for verb, method in self._smtp_methods.items()}
         self._errors = 0
         self._closing = False
         self._client_ip = "unknown"
@@ -114,21 +169,6 @@ class SmtpSession(SMTP):
         finally:
             self._limiter.release(self._client_ip)
 
-    def _guard(self, method: Callable[[str | None], Awaitable[None]]):
-        @functools.wraps(method)
-        async def guarded(arg: str | None) -> None:
-            if arg and "\x00" in arg:
-                await self.push("500 5.5.2 Error: NUL character in command")
-                return
-            if arg and not _is_utf8(arg):
-                await self.push("500 5.5.2 Error: invalid UTF-8 in command")
-                return
-            try:
-                await method(arg)
-            except SmtpError as error:
-                await self.push(str(error.reply))
-        return guarded
-
     async def push(self, status: AnyStr) -> None:
         text = status if isinstance(status, str) else status.decode("utf-8", "replace")
         code = text[:3]
@@ -150,6 +190,7 @@ class SmtpSession(SMTP):
 
     # -- verbs --------------------------------------------------------------
 
+    @_guarded
     async def smtp_EHLO(self, hostname: str | None) -> None:
         if not hostname:
             await self.push("501 5.5.4 Syntax: EHLO hostname")
@@ -166,6 +207,7 @@ class SmtpSession(SMTP):
             await SMTP.push(self, f"250-{line}")
         await SMTP.push(self, f"250 {lines[-1]}")
 
+    @_guarded
     async def smtp_MAIL(self, arg: str | None) -> None:
         if await self.check_helo_needed():
             return
@@ -189,6 +231,7 @@ class SmtpSession(SMTP):
         self._sender, self._mail_params = sender, params
         await self.push("250 2.1.0 Ok")
 
+    @_guarded
     async def smtp_RCPT(self, arg: str | None) -> None:
         if await self.check_helo_needed():
             return
@@ -220,6 +263,7 @@ class SmtpSession(SMTP):
             self._recipients.append(Recipient(address, params.notify, params.orcpt))
         await self.push("250 2.1.5 Ok")
 
+    @_guarded
     async def smtp_DATA(self, arg: str | None) -> None:
         if await self.check_helo_needed():
             return
@@ -246,6 +290,15 @@ class SmtpSession(SMTP):
             return
         queue_id = await self._intake.accept(envelope, outcome.data, self.session.extended_smtp)
         await self.push(f"250 2.0.0 Ok: queued as {queue_id}")
+
+    smtp_HELO = _guarded(SMTP.smtp_HELO)
+    smtp_NOOP = _guarded(SMTP.smtp_NOOP)
+    smtp_QUIT = _guarded(SMTP.smtp_QUIT)
+    smtp_STARTTLS = _guarded(SMTP.smtp_STARTTLS)
+    smtp_HELP = _guarded(SMTP.smtp_HELP)
+    smtp_VRFY = _guarded(SMTP.smtp_VRFY)
+    smtp_RSET = _guarded(SMTP.smtp_RSET)
+    smtp_EXPN = _guarded(SMTP.smtp_EXPN)
 
     def _envelope(self) -> Envelope:
         params = self._mail_params
