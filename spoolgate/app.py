@@ -22,10 +22,11 @@ from spoolgate.ingress.server import SmtpService, start_smtp
 from spoolgate.intake.pipeline import Intake, IntakeSettings
 from spoolgate.ops.logging import setup_logging
 from spoolgate.store.groupcommit import GroupCommitter
-from spoolgate.store.store import Store, open_store
+from spoolgate.store.store import Store, StoreError, open_store
 
 log = logging.getLogger("spoolgate")
 SHUTDOWN_GRACE = 10.0
+CHECKPOINT_INTERVAL = 0.5
 
 
 def run(main: Coroutine[object, object, None]) -> None:
@@ -46,6 +47,7 @@ class Gateway:
     committer: GroupCommitter
     smtp: SmtpService | None = None
     workers: list[multiprocessing.process.BaseProcess] = field(default_factory=list)
+    maintenance: asyncio.Task[None] | None = None
 
 
 async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
@@ -60,7 +62,18 @@ async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
     gateway.smtp = await start_smtp(settings, intake)
     if primary:
         gateway.workers = _spawn_workers(settings)
+        gateway.maintenance = asyncio.get_running_loop().create_task(_maintain(store))
     return gateway
+
+
+async def _maintain(store: Store) -> None:
+    """Background store upkeep on the primary process: WAL checkpoints off the commit path."""
+    while True:
+        await asyncio.sleep(CHECKPOINT_INTERVAL)
+        try:
+            await asyncio.to_thread(store.checkpoint)
+        except StoreError as error:
+            log.warning("store checkpoint failed: %s", error)
 
 
 async def stop_gateway(gateway: Gateway) -> None:
@@ -69,6 +82,8 @@ async def stop_gateway(gateway: Gateway) -> None:
         deadline = time.monotonic() + SHUTDOWN_GRACE
         while gateway.smtp.limiter.open_sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+    if gateway.maintenance is not None:
+        gateway.maintenance.cancel()
     for worker in gateway.workers:
         worker.terminate()
     await gateway.committer.stop()

@@ -5,7 +5,10 @@ the WAL is fsync'd. PostgreSQL keeps its defaults (``fsync``,
 ``synchronous_commit=on``). SQLite allows one writer at a time, so writers of
 every process on the node take an exclusive ``flock`` on a lock file beside the
 database first; a blocked writer then wakes the moment the lock is free,
-instead of in SQLite's busy-handler sleeps.
+instead of in SQLite's busy-handler sleeps. WAL checkpoints are taken off the
+commit path: :meth:`spoolgate.store.store.Store.checkpoint` runs them in the
+background, and the automatic checkpoint only stands by for a WAL that grows past
+``AUTOCHECKPOINT_PAGES`` (if nothing calls ``checkpoint``).
 """
 
 from __future__ import annotations
@@ -31,10 +34,14 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
 
+AUTOCHECKPOINT_PAGES = 20_000
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
