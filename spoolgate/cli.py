@@ -18,7 +18,7 @@ from pathlib import Path
 from spoolgate import __version__
 from spoolgate.config import ConfigError, Settings, load_settings
 from spoolgate.mail.queueid import is_queue_id
-from spoolgate.store.migrations import SchemaError, migrate
+from spoolgate.store.migrations import LATEST, SchemaError, migrate
 from spoolgate.store.store import QueueEntry, StoreError, open_store
 
 DEFAULT_CONFIG = "/etc/spoolgate/spoolgate.toml"
@@ -65,7 +65,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         before = migrate(engine, auto=True)
     finally:
         engine.dispose()
-    print(f"schema upgraded from version {before}" if before else "schema is up to date")
+    print(f"schema upgraded from version {before} to {LATEST}" if before < LATEST
+          else f"schema is up to date (version {LATEST})")
     return 0
 
 

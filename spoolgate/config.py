@@ -8,6 +8,7 @@ Relative paths are taken relative to the folder of the configuration file.
 
 from __future__ import annotations
 
+import math
 import socket
 import tomllib
 from collections.abc import Callable
@@ -150,6 +151,8 @@ class _Table:
     def number(self, name: str, default: float, minimum: float, integer: bool = True) -> Any:
         kinds: tuple[type, ...] = (int,) if integer else (int, float)
         value = self.get(name, kinds, default)
+        if not math.isfinite(value):  # TOML has nan and inf
+            raise self.error(name, f"must be a finite number, got {value}")
         if value < minimum:
             raise self.error(name, f"must be at least {minimum}, got {value}")
         return value

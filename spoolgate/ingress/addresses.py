@@ -77,6 +77,9 @@ def _parse_local(local: str, utf8: bool) -> tuple[str, bool]:
             if not utf8 and ord(char) > 126:
                 raise ValueError("non-ASCII local part without SMTPUTF8")
             if escaped:
+                # quoted-pairSMTP is a backslash and a printable character (RFC 5321 4.1.2).
+                if ord(char) < 32 or ord(char) == 127:
+                    raise ValueError("control character in quoted local part")
                 out.append(char)
                 escaped = False
             elif char == "\\":
@@ -99,7 +102,10 @@ def _parse_local(local: str, utf8: bool) -> tuple[str, bool]:
 
 def _parse_domain(domain: str, utf8: bool) -> str:
     if domain.startswith("["):
-        if not domain.endswith("]") or any(c in domain[1:-1] for c in "[]\\ "):
+        # dcontent of RFC 5321 4.1.3: printable ASCII except '[', ']' and '\\'.
+        inside = domain[1:-1]
+        if not domain.endswith("]") or not inside or any(
+                not 33 <= ord(c) <= 126 or c in "[]\\" for c in inside):
             raise ValueError("bad address literal")
         return domain.lower()
     if not domain or len(domain) > MAX_DOMAIN:

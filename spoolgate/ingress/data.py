@@ -76,16 +76,25 @@ class DataAssembler:
         crlf = body.count(b"\r\n")
         if body.count(b"\n") != crlf or body.count(b"\r") != crlf:
             return BARE_NEWLINE
-        # Allow one more octet than the limit for a stuffed leading dot.
-        if len(body) > self._max_line and max(map(len, body.split(b"\r\n"))) + 2 > self._max_line + 1:
+        # The limit counts the CRLF (RFC 5321 4.5.3.1.6), not a dot doubled for transparency.
+        if len(body) > self._max_line and _longest_line(body) + 2 > self._max_line:
             return line_too_long(self._max_line)
         return None
 
 
+def _longest_line(body: bytes) -> int:
+    """Length of the longest line of *body* without its CRLF and transparency dot."""
+    lines = body.split(b"\r\n")
+    longest = max(map(len, lines))
+    # Shorter lines cannot beat longest - 1, which is all a stuffed dot takes off.
+    return max(len(line) - line.startswith(b".") for line in lines if len(line) == longest)
+
+
 def unstuff(body: bytes) -> bytes:
-    """Remove the transparency dots of RFC 5321 §4.5.2."""
-    body = body.replace(b"\r\n..", b"\r\n.")
-    return body[1:] if body.startswith(b"..") else body
+    """Remove the transparency dots of RFC 5321 §4.5.2: the first period of every line
+    that starts with one (a lone "." never gets here, it ended the data)."""
+    body = body.replace(b"\r\n.", b"\r\n")
+    return body[1:] if body.startswith(b".") else body
 
 
 async def read_data(reader: asyncio.StreamReader, max_size: int, max_line: int,

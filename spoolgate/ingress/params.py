@@ -91,6 +91,9 @@ def parse_mail_params(text: str, max_size: int, utf8_offered: bool = True) -> Ma
             envid = decode_xtext(value)
             if len(envid) > MAX_ENVID:
                 raise _bad(f"ENVID longer than {MAX_ENVID} characters")
+            # RFC 3461 4.4: printable US-ASCII; it goes back out in DSN headers and CLI output.
+            if not all(32 <= ord(c) < 127 for c in envid):
+                raise _bad("ENVID holds control or non-ASCII characters")
         else:
             raise SmtpError(555, "5.5.4", f"MAIL parameter {key} not supported")
     return MailParams(size=size, body=body or "7BIT", smtputf8=smtputf8, ret=ret, envid=envid)
@@ -110,6 +113,13 @@ def parse_notify(value: str | None) -> frozenset[Notify]:
     return items
 
 
+def _unicode_escape(match: re.Match[str]) -> str:
+    code = int(match.group(1), 16)
+    if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+        raise _bad("ORCPT escapes a code point that is not a character")
+    return chr(code)
+
+
 def parse_orcpt(value: str | None) -> str:
     if not value:
         raise _bad("ORCPT needs addr-type;address")
@@ -118,10 +128,10 @@ def parse_orcpt(value: str | None) -> str:
         raise _bad("ORCPT must be addr-type;address")
     if addr_type.lower() == "utf-8":
         # RFC 6533 utf-8-addr-xtext: \x{HEX} escapes, UTF-8 left as it is.
-        decoded = re.sub(r"\\x\{([0-9A-Fa-f]{1,6})\}", lambda m: chr(int(m.group(1), 16)), address)
+        decoded = re.sub(r"\\x\{([0-9A-Fa-f]{1,6})\}", _unicode_escape, address)
     else:
         decoded = decode_xtext(address)
-    if any(ord(c) < 32 for c in decoded):
+    if any(ord(c) < 32 or ord(c) == 127 for c in decoded):
         raise _bad("ORCPT holds control characters")
     return f"{addr_type.lower()};{decoded}"
 

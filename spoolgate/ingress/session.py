@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import AnyStr, Protocol
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, syntax
 
 from spoolgate.ingress.addresses import parse_mailbox, split_path
 from spoolgate.ingress.data import read_data
@@ -291,10 +291,17 @@ class SmtpSession(SMTP):
         queue_id = await self._intake.accept(envelope, outcome.data, self.session.extended_smtp)
         await self.push(f"250 2.0.0 Ok: queued as {queue_id}")
 
+    @_guarded
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str | None) -> None:
+        # aiosmtpd would start a second handshake inside the first and crash the session.
+        if self._tls_protocol is not None:
+            raise SmtpError(554, "5.5.1", "Error: TLS already active")
+        await SMTP.smtp_STARTTLS(self, arg)
+
     smtp_HELO = _guarded(SMTP.smtp_HELO)
     smtp_NOOP = _guarded(SMTP.smtp_NOOP)
     smtp_QUIT = _guarded(SMTP.smtp_QUIT)
-    smtp_STARTTLS = _guarded(SMTP.smtp_STARTTLS)
     smtp_HELP = _guarded(SMTP.smtp_HELP)
     smtp_VRFY = _guarded(SMTP.smtp_VRFY)
     smtp_RSET = _guarded(SMTP.smtp_RSET)

@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,11 +37,29 @@ def sqlite_path(url: str) -> Path | None:
 
 
 AUTOCHECKPOINT_PAGES = 20_000
+WAL_SWITCH_TIMEOUT = 30.0
+
+
+def _enable_wal(cursor: sqlite3.Cursor) -> None:
+    """Put the database in WAL mode, waiting while another process does the same.
+
+    When connections of several processes switch a new database file to WAL at the
+    same moment, SQLite answers SQLITE_BUSY at once, without calling the busy handler.
+    """
+    deadline = time.monotonic() + WAL_SWITCH_TIMEOUT
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _enable_wal(cursor)
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
     cursor.execute("PRAGMA busy_timeout=30000")

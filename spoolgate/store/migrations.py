@@ -4,7 +4,8 @@ The schema version lives in ``schema_meta``. A store older than this code is
 upgraded in one transaction (or refused when auto-migration is off); a store
 newer than this code is always refused, since this code cannot know what the
 newer schema means. PostgreSQL nodes starting together serialise on an
-advisory lock, so only one of them migrates.
+advisory lock, SQLite processes on the database's write lock (``BEGIN IMMEDIATE``),
+so only one of them migrates.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ def migrate(engine: sa.Engine, auto: bool = True) -> int:
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_KEY})
+        elif conn.dialect.name == "sqlite":
+            # pysqlite runs DDL outside any transaction and begins one only at the first
+            # INSERT/UPDATE: take SQLite's write lock first, so that the check and every
+            # step are one transaction and concurrent openers wait for it.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         found = current_version(conn)
         if found is None and sa.inspect(conn).get_table_names():
             tables = ", ".join(sorted(sa.inspect(conn).get_table_names()))
