@@ -1,0 +1,206 @@
+"""spoolgate/store/migrations.py on SQLite and PostgreSQL: create, refuse, upgrade, race."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from spoolgate import cli
+from spoolgate.store import migrations, schema
+from spoolgate.store.engine import create_engine, normalise_url
+from spoolgate.store.migrations import LATEST, SchemaError, migrate
+from spoolgate.store.store import StoreError, open_store
+from tests.gateway_process import render_config
+from tests.integration.store.messages import incoming
+
+pytestmark = pytest.mark.integration
+
+SPOOLGATE_TABLES = {"schema_meta", "messages", "recipients", "events"}
+
+
+@pytest.fixture
+def raw(store_url: str) -> Iterator[sa.Engine]:
+    """A plain engine on the same database, to look at or shape it behind the store's back."""
+    engine = create_engine(store_url)
+    yield engine
+    engine.dispose()
+
+
+def _tables(engine: sa.Engine) -> set[str]:
+    return set(sa.inspect(engine).get_table_names())
+
+
+def _version_rows(engine: sa.Engine) -> list[tuple[str, str]]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.select(schema.schema_meta))]
+
+
+def _set_version(engine: sa.Engine, version: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(schema.schema_meta.update().where(schema.schema_meta.c.key == "version")
+                     .values(value=str(version)))
+
+
+def _make_version_zero_store(engine: sa.Engine) -> None:
+    """What an older Spoolgate left: the version table, at a version before every step."""
+    with engine.begin() as conn:
+        schema.schema_meta.create(conn)
+        conn.execute(schema.schema_meta.insert(), {"key": "version", "value": "0"})
+
+
+def test_an_empty_database_is_brought_to_latest(store_url: str, raw: sa.Engine) -> None:
+    assert _tables(raw) == set()
+
+    store = open_store(store_url)
+    message = incoming()
+    store.commit_incoming([message])
+    store.close()
+
+    assert _tables(raw) == SPOOLGATE_TABLES
+    assert _version_rows(raw) == [("version", str(LATEST))]
+
+    # Opening again changes nothing: same version, same tables, the data still there.
+    assert migrate(raw) == LATEST
+    store = open_store(store_url, auto_migrate=False)
+    try:
+        assert store.queue_ids() == [message.queue_id]
+    finally:
+        store.close()
+    assert _tables(raw) == SPOOLGATE_TABLES
+    assert _version_rows(raw) == [("version", str(LATEST))]
+
+
+@pytest.mark.parametrize("auto_migrate", [True, False])
+def test_a_newer_schema_is_refused(store_url: str, raw: sa.Engine, auto_migrate: bool) -> None:
+    open_store(store_url).close()
+    _set_version(raw, LATEST + 1)
+
+    with pytest.raises(SchemaError) as refused:
+        open_store(store_url, auto_migrate=auto_migrate)
+
+    assert f"version {LATEST + 1}" in str(refused.value)
+    assert f"up to {LATEST}" in str(refused.value)
+    assert "upgrade Spoolgate" in str(refused.value)
+    assert _version_rows(raw) == [("version", str(LATEST + 1))]
+
+
+def test_a_database_of_someone_else_is_refused(store_url: str, raw: sa.Engine) -> None:
+    with raw.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.exec_driver_sql("INSERT INTO customers VALUES (1, 'ACME')")
+
+    with pytest.raises(SchemaError, match=r"holds tables \(customers\) but no Spoolgate schema"):
+        open_store(store_url)
+
+    assert _tables(raw) == {"customers"}
+    with raw.connect() as conn:
+        assert conn.exec_driver_sql("SELECT name FROM customers").all() == [("ACME",)]
+
+
+def test_an_older_schema_waits_for_spoolgate_migrate(
+        store_url: str, raw: sa.Engine, folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _make_version_zero_store(raw)
+    config = folder / "spoolgate.toml"
+    config.write_text(render_config(
+        {"store": {"url": store_url, "auto_migrate": False}},
+        [{"name": "example.test", "route": "smtp://127.0.0.1:2526"}]))
+
+    with pytest.raises(SchemaError) as refused:
+        open_store(store_url, auto_migrate=False)
+    assert "version 0" in str(refused.value)
+    assert f"needs ({LATEST})" in str(refused.value)
+    assert "run 'spoolgate migrate'" in str(refused.value)
+    assert cli.main(["queue", "list", "--config", str(config)]) == 1
+    assert "run 'spoolgate migrate'" in capsys.readouterr().err
+    assert _tables(raw) == {"schema_meta"}
+
+    assert cli.main(["migrate", "--config", str(config)]) == 0
+    assert f"upgraded from version 0 to {LATEST}" in capsys.readouterr().out
+    assert _tables(raw) == SPOOLGATE_TABLES
+    assert _version_rows(raw) == [("version", str(LATEST))]
+
+    assert cli.main(["migrate", "--config", str(config)]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert cli.main(["queue", "list", "--config", str(config)]) == 0
+    assert "Mail queue is empty" in capsys.readouterr().out
+
+
+def test_a_failed_upgrade_leaves_the_store_as_it_was(store_url: str, raw: sa.Engine) -> None:
+    """The upgrade is one transaction: a step failing half-way leaves no half schema behind."""
+    _make_version_zero_store(raw)
+    # A stray table in the way of the last table of step 1 (say, from a half-done restore).
+    with raw.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE events (id INTEGER)")
+
+    with pytest.raises(StoreError, match="cannot open the store"):
+        open_store(store_url)
+
+    assert _tables(raw) == {"schema_meta", "events"}
+    assert _version_rows(raw) == [("version", "0")]
+
+
+def _migrate_in_child(url: str, start_line, results) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.connect():
+            pass
+        start_line.wait(60)
+        results.put(("ok", migrate(engine)))
+    except Exception as error:
+        results.put(("error", f"{type(error).__name__}: {error}"))
+    finally:
+        engine.dispose()
+
+
+def _wait_for_advisory_waiters(url: str, children: list, results, timeout: float = 60.0) -> None:
+    """Until every child waits for the schema lock (or one of them has already given up)."""
+    engine = sa.create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
+    query = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+    deadline = time.monotonic() + timeout
+    try:
+        with engine.connect() as conn:
+            while conn.execute(query).scalar_one() < len(children):
+                if not results.empty() or not all(child.is_alive() for child in children):
+                    return
+                assert time.monotonic() < deadline, "the migrations never queued on the lock"
+                time.sleep(0.02)
+    finally:
+        engine.dispose()
+
+
+def test_two_processes_migrating_an_empty_database_at_once(store_url: str, raw: sa.Engine) -> None:
+    """Both succeed; one creates the schema, the other finds it done (one creation only)."""
+    context = multiprocessing.get_context("spawn")
+    start_line, results = context.Barrier(2), context.Queue()
+    holder = None
+    if raw.dialect.name == "postgresql":
+        # Hold the schema lock so both children are inside migrate(), queued, before either runs.
+        holder = raw.connect()
+        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": migrations._ADVISORY_KEY})
+    children = [context.Process(target=_migrate_in_child, args=(store_url, start_line, results))
+                for _ in range(2)]
+    try:
+        for child in children:
+            child.start()
+        if holder is not None:
+            _wait_for_advisory_waiters(store_url, children, results)
+            holder.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": migrations._ADVISORY_KEY})
+        outcomes = [results.get(timeout=60) for _ in children]
+    finally:
+        if holder is not None:
+            holder.close()
+        for child in children:
+            child.join(60)
+            if child.is_alive():
+                child.kill()
+
+    assert sorted(outcomes) == [("ok", 0), ("ok", LATEST)], outcomes
+    assert [child.exitcode for child in children] == [0, 0]
+    assert _tables(raw) == SPOOLGATE_TABLES
+    assert _version_rows(raw) == [("version", str(LATEST))]
