@@ -68,12 +68,19 @@ async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
 
 async def _maintain(store: Store) -> None:
     """Background store upkeep on the primary process: WAL checkpoints off the commit path."""
+    failing = False
     while True:
         await asyncio.sleep(CHECKPOINT_INTERVAL)
         try:
             await asyncio.to_thread(store.checkpoint)
         except StoreError as error:
-            log.warning("store checkpoint failed: %s", error)
+            if not failing:  # once per change, not every half second
+                log.warning("store checkpoint failed (logged once until it works again): %s", error)
+            failing = True
+        else:
+            if failing:
+                log.info("store checkpoint working again")
+            failing = False
 
 
 async def stop_gateway(gateway: Gateway) -> None:

@@ -51,7 +51,7 @@ class GroupCommitter:
         for _, waiter in self._pending:
             if not waiter.done():
                 waiter.set_exception(StoreError("store shutting down"))
-        self._executor.shutdown(wait=True)
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     async def commit(self, message: IncomingMessage) -> None:
         """Return once *message* is durably committed; raise :class:`StoreError` if it is not."""
