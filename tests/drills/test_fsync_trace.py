@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import have
 from tests.gateway_process import GatewayProcess
 
 pytestmark = pytest.mark.drill
@@ -176,7 +175,6 @@ def send_messages(port: int, client: int, count: int, queue_ids: list[str]) -> N
             queue_ids.append(match.group(1).decode())
 
 
-@pytest.mark.skipif(not have("strace"), reason="strace is not installed")
 @pytest.mark.parametrize("workers", [1, 2], ids=["1worker", "2workers"])
 def test_every_250_follows_an_fsync_of_its_committed_data(
         workers: int, gateway_factory: Callable[..., GatewayProcess], folder: Path) -> None:

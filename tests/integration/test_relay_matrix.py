@@ -17,10 +17,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from spoolgate.ingress.tls import write_self_signed
 from spoolgate.mail.queueid import is_queue_id
 from spoolgate.store.store import Store, open_store
 from tests.gateway_process import GatewayProcess
+from tests.smtp_wire import tls_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -33,10 +33,7 @@ DENIED, UNKNOWN_SYNTAX, ACCEPTED = "550 5.7.1", "501 5.1.3", "250 2.1.5"
 @pytest.fixture(scope="module")
 def mx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     folder = tmp_path_factory.mktemp("relay")
-    write_self_signed(folder / "cert.pem", folder / "key.pem", "mx.test.example")
-    gateway = GatewayProcess(folder, f"sqlite:///{folder / 'spoolgate.db'}",
-                             smtp={"tls_cert": str(folder / "cert.pem"),
-                                   "tls_key": str(folder / "key.pem")})
+    gateway = tls_gateway(folder)
     try:
         yield gateway.start()
     finally:

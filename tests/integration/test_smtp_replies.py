@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import re
 import smtplib
-import socket
 import sqlite3
-import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,10 +24,10 @@ from spoolgate.ingress.tls import write_self_signed
 from spoolgate.mail.queueid import is_queue_id
 from spoolgate.store.store import Store, open_store
 from tests.gateway_process import GatewayProcess
+from tests.smtp_wire import TIMEOUT, Wire, insecure_context
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT = 10.0  # every socket read waits at most this long: the deadline of each poll
 ROUTE = "smtp://127.0.0.1:2526"
 QUEUED = re.compile(r"^250 2\.0\.0 Ok: queued as (\S+)$")
 MESSAGE = b"From: a@src.test\r\nSubject: replies\r\n\r\nHello.\r\n"
@@ -94,57 +92,6 @@ def limited_store(limited: GatewayProcess) -> Iterator[Store]:
 
 
 # -- clients ------------------------------------------------------------------------------
-
-def insecure_context() -> ssl.SSLContext:
-    """A client context that takes the test's self-signed certificate."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-class Wire:
-    """A raw SMTP client: sends bytes exactly as given, reads whole (multi-line) replies."""
-
-    def __init__(self, port: int, source: str = "127.0.0.1") -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT,
-                                             source_address=(source, 0))
-        self._pending = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def reply(self) -> str:
-        """The next reply, its lines joined with newlines; EOFError once the server closed."""
-        lines = []
-        while True:
-            line = self._line()
-            lines.append(line)
-            if line[3:4] != "-":
-                return "\n".join(lines)
-
-    def command(self, line: str | bytes) -> str:
-        self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
-        return self.reply()
-
-    def at_eof(self) -> bool:
-        """True when the server closes the connection before sending anything more."""
-        if self._pending:
-            return False
-        return self.sock.recv(1) == b""
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _line(self) -> str:
-        while b"\r\n" not in self._pending:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError(f"connection closed; unread: {self._pending!r}")
-            self._pending += chunk
-        line, _, self._pending = self._pending.partition(b"\r\n")
-        return line.decode("utf-8", "replace")
-
 
 def client(gateway: GatewayProcess, ehlo: bool = True) -> smtplib.SMTP:
     smtp = smtplib.SMTP("127.0.0.1", gateway.port, local_hostname="client.test", timeout=TIMEOUT)

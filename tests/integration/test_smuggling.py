@@ -10,20 +10,17 @@ are discarded, not answered after the handshake.
 from __future__ import annotations
 
 import re
-import socket
-import ssl
 from collections.abc import Iterator
 
 import pytest
 
-from spoolgate.ingress.tls import write_self_signed
 from spoolgate.mail.queueid import is_queue_id
 from spoolgate.store.store import Store, open_store
 from tests.gateway_process import GatewayProcess
+from tests.smtp_wire import Wire, tls_gateway
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT = 10.0
 QUEUED = re.compile(r"^250 2\.0\.0 Ok: queued as (\S+)$")
 REFUSED = "550 5.5.2 Message refused: bare CR or LF in data (RFC 5321 2.3.8)"
 FAKE_ENDS = {"LF.LF": b"\n.\n", "LF.CRLF": b"\n.\r\n", "CR.CR": b"\r.\r", "CR.LF": b"\r.\n",
@@ -52,10 +49,7 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     folder = tmp_path_factory.mktemp("smuggling-tls")
-    write_self_signed(folder / "cert.pem", folder / "key.pem", "mx.test.example")
-    gateway = GatewayProcess(folder, f"sqlite:///{folder / 'spoolgate.db'}",
-                             smtp={"tls_cert": str(folder / "cert.pem"),
-                                   "tls_key": str(folder / "key.pem")})
+    gateway = tls_gateway(folder)
     try:
         yield gateway.start()
     finally:
@@ -74,53 +68,6 @@ def tls_store(tls: GatewayProcess) -> Iterator[Store]:
     store = open_store(tls.store_url)
     yield store
     store.close()
-
-
-def insecure_context() -> ssl.SSLContext:
-    """A client context that takes the test's self-signed certificate."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-class Wire:
-    """A raw SMTP client: sends bytes exactly as given, reads whole (multi-line) replies."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._pending = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def reply(self) -> str:
-        lines = []
-        while True:
-            while b"\r\n" not in self._pending:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise EOFError(f"connection closed; unread: {self._pending!r}")
-                self._pending += chunk
-            line, _, self._pending = self._pending.partition(b"\r\n")
-            lines.append(line.decode("utf-8", "replace"))
-            if line[3:4] != b"-":
-                return "\n".join(lines)
-
-    def command(self, line: bytes) -> str:
-        self.send(line + b"\r\n")
-        return self.reply()
-
-    def starttls(self) -> None:
-        assert self._pending == b"", f"read ahead of the handshake: {self._pending!r}"
-        self.sock = insecure_context().wrap_socket(self.sock, server_hostname="mx.test.example")
-
-    def open_transaction(self, sender: bytes, recipient: bytes) -> None:
-        """MAIL, RCPT and DATA in one packet; all three must succeed."""
-        self.send(b"MAIL FROM:<" + sender + b">\r\nRCPT TO:<" + recipient + b">\r\nDATA\r\n")
-        assert [self.reply() for _ in range(3)] == [
-            "250 2.1.0 Ok", "250 2.1.5 Ok", "354 End data with <CR><LF>.<CR><LF>"]
 
 
 def connect(gateway: GatewayProcess) -> Wire:
