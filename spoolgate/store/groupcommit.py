@@ -91,8 +91,11 @@ class GroupCommitter:
             return [None] * len(messages)
         except StoreError as error:
             if len(messages) == 1:
-                log.error("commit failed queue_id=%s error=%s", messages[0].queue_id, error)
+                log.error("%s: commit failed: %s", messages[0].queue_id, error)
                 return [error]
+            if not error.conflict:  # the store takes nothing now: no point in retrying each
+                log.error("commit of %d messages failed: %s", len(messages), error)
+                return [error] * len(messages)
         # One bad message must not fail its neighbours: retry them one by one.
         return [self._commit_messages([message])[0] for message in messages]
 

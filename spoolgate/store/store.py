@@ -24,7 +24,15 @@ from spoolgate.store.migrations import migrate
 
 
 class StoreError(Exception):
-    """The database refused or failed an operation (disk full, connection lost, ...)."""
+    """The database refused or failed an operation (disk full, connection lost, ...).
+
+    ``conflict`` is true when the data itself was refused (a constraint), false when the
+    database could not take any write (the next attempt of other data would fail too).
+    """
+
+    def __init__(self, message: str, conflict: bool = False) -> None:
+        super().__init__(message)
+        self.conflict = conflict
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +99,8 @@ class Store:
             with self._write_lock.held(), self.engine.begin() as conn:
                 yield conn
         except sa.exc.SQLAlchemyError as error:
-            raise StoreError(str(error.orig if hasattr(error, "orig") else error)) from error
+            raise StoreError(str(error.orig if hasattr(error, "orig") else error),
+                             conflict=isinstance(error, sa.exc.IntegrityError)) from error
 
     @contextmanager
     def _reading(self) -> Iterator[sa.Connection]:
