@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"\[(\d+)\] INFO listening smtp=")
 
 
 def free_port() -> int:
@@ -57,6 +59,7 @@ class GatewayProcess:
         self.log_path = folder / "spoolgate.log"
         smtp_section = {"listen": f"127.0.0.1:{self.port}", "hostname": "mx.test.example"}
         smtp_section.update(smtp or {})
+        self.workers = int(smtp_section.get("workers", 1))
         sections = {"node": {"name": "test"}, "smtp": smtp_section,
                     "store": {"url": store_url}, "log": {"file": str(self.log_path)}}
         sections.update(extra or {})
@@ -68,6 +71,8 @@ class GatewayProcess:
         self._stderr = None
 
     def start(self, timeout: float = 30.0) -> GatewayProcess:
+        """Start the gateway; return once every ingress process listens and one answers 220."""
+        log_start = len(self.log)
         self._stderr = (self.folder / "stderr.log").open("ab")
         self.proc = subprocess.Popen(
             [*self.wrapper, sys.executable, "-m", "spoolgate", "serve", "--config", str(self.config)],
@@ -79,11 +84,15 @@ class GatewayProcess:
                                    + (self.folder / "stderr.log").read_text()[-2000:])
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    if sock.recv(100).startswith(b"220"):
-                        return self
+                    answered = sock.recv(100).startswith(b"220")
             except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"spoolgate did not answer on port {self.port} within {timeout}s")
+                answered = False
+            # The first 220 may come from the primary before the extra workers listen.
+            if answered and len(set(LISTENING.findall(self.log[log_start:]))) >= self.workers:
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"spoolgate ({self.workers} process(es)) not all listening on port "
+                           f"{self.port} within {timeout}s")
 
     def stop(self) -> int | None:
         """SIGTERM the process group and wait; return the exit status."""
