@@ -1,9 +1,12 @@
 """The composition root: builds every part from the settings and owns start-up and shutdown.
 
 Start-up order: store (migrations) -> group committer -> intake -> SMTP
-listeners -> extra ingress workers. Shutdown runs it backwards: stop
-accepting, let sessions finish their current transaction (bounded), drain the
-committer, close the store. Nothing is created at import time.
+listeners -> extra ingress workers -> delivery (primary process only). Either
+SMTP ingress or delivery can be switched off, so a node can do one of them.
+Shutdown runs it backwards: stop accepting, let sessions finish their current
+transaction (bounded), let deliveries in flight finish (bounded; the rest stay
+leased and return to the queue at the next start), drain the committer, close
+the store. Nothing is created at import time.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 from spoolgate.config import Settings
+from spoolgate.delivery.scheduler import DeliveryService
 from spoolgate.ingress.server import SmtpService, start_smtp
 from spoolgate.intake.pipeline import Intake, IntakeSettings
 from spoolgate.ops.logging import setup_logging
@@ -48,21 +52,29 @@ class Gateway:
     smtp: SmtpService | None = None
     workers: list[multiprocessing.process.BaseProcess] = field(default_factory=list)
     maintenance: asyncio.Task[None] | None = None
+    delivery: DeliveryService | None = None
 
 
 async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
     """Open the store and start listening; with *primary*, also start the extra workers."""
     store = await asyncio.to_thread(open_store, settings.store.url, settings.store.auto_migrate)
-    committer = GroupCommitter(store, max_wait=settings.store.group_commit_wait_ms / 1000)
+    delivery = DeliveryService(settings, store) if primary and settings.delivery.enabled else None
+    committer = GroupCommitter(store, max_wait=settings.store.group_commit_wait_ms / 1000,
+                               observe=delivery.wake if delivery else None)
     committer.start()
     intake = Intake(IntakeSettings(hostname=settings.smtp.hostname, node=settings.node.name,
                                    max_received_headers=settings.smtp.max_received_headers),
                     committer)
     gateway = Gateway(settings, store, committer)
-    gateway.smtp = await start_smtp(settings, intake)
+    if settings.smtp.enabled:
+        gateway.smtp = await start_smtp(settings, intake)
     if primary:
-        gateway.workers = _spawn_workers(settings)
+        if settings.smtp.enabled:
+            gateway.workers = _spawn_workers(settings)
         gateway.maintenance = asyncio.get_running_loop().create_task(_maintain(store))
+    if delivery is not None:
+        await delivery.start()
+        gateway.delivery = delivery
     return gateway
 
 
@@ -89,6 +101,8 @@ async def stop_gateway(gateway: Gateway) -> None:
         deadline = time.monotonic() + SHUTDOWN_GRACE
         while gateway.smtp.limiter.open_sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+    if gateway.delivery is not None:
+        await gateway.delivery.stop()
     if gateway.maintenance is not None:
         gateway.maintenance.cancel()
     for worker in gateway.workers:

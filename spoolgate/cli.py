@@ -1,6 +1,7 @@
 """The ``spoolgate`` command: thin verbs over the same functions the server uses.
 
-``serve``, ``demo``, ``check-config``, ``migrate`` and ``queue list|show``.
+``serve``, ``demo``, ``check-config``, ``migrate``, ``routes`` and
+``queue list|show|summary|flush|hold|release|delete|bounce``.
 Errors are printed as one line naming what is wrong and the exit status is 2
 for a configuration mistake, 1 for anything else.
 """
@@ -142,6 +143,92 @@ def cmd_queue_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _queue(settings: Settings):
+    from spoolgate.store.queue import Queue
+
+    store = open_store(settings.store.url, settings.store.auto_migrate)
+    return Queue(store, settings.node.name)
+
+
+def _target(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    queue_id = getattr(args, "queue_id", None)
+    if queue_id is not None and not is_queue_id(queue_id):
+        raise SystemExit(f"spoolgate: {queue_id!r} is not a queue ID")
+    domain = getattr(args, "domain", None)
+    if queue_id is None and domain is None and args.queue_verb != "flush":
+        raise SystemExit("spoolgate: name a queue ID or --domain")
+    return domain, queue_id
+
+
+def cmd_queue_move(args: argparse.Namespace) -> int:
+    """flush, hold, release, delete and bounce."""
+    from spoolgate.delivery.control import bounce
+
+    settings = _settings(args)
+    domain, queue_id = _target(args)
+    queue = _queue(settings)
+    try:
+        if args.queue_verb == "flush":
+            count = queue.flush(domain=domain, queue_id=queue_id)
+        elif args.queue_verb == "hold":
+            count = queue.hold(domain=domain, queue_id=queue_id)
+        elif args.queue_verb == "release":
+            count = queue.release(domain=domain, queue_id=queue_id)
+        elif args.queue_verb == "delete":
+            count = queue.delete(queue_id)
+        else:
+            count = bounce(settings, queue, queue_id)
+    finally:
+        queue.store.close()
+    verb = {"flush": "made due now", "hold": "put on hold", "release": "released",
+            "delete": "deleted", "bounce": "bounced"}[args.queue_verb]
+    print(f"{count} recipient(s) {verb}")
+    return 0 if count or args.queue_verb == "flush" else 1
+
+
+def cmd_queue_summary(args: argparse.Namespace) -> int:
+    from spoolgate.store.queue import AGE_BUCKETS
+
+    queue = _queue(_settings(args))
+    try:
+        rows = queue.summary()
+    finally:
+        queue.store.close()
+    heads = [f"{b:g}" if b != float("inf") else f"{AGE_BUCKETS[-2]:g}+" for b in AGE_BUCKETS]
+    print(f"{'':<28}{'state':<12}{'T':>6}" + "".join(f"{h:>6}" for h in heads))
+    totals = [0] * len(AGE_BUCKETS)
+    for domain, state, counts in rows:
+        totals = [a + b for a, b in zip(totals, counts, strict=True)]
+        print(f"{domain:<28}{state:<12}{sum(counts):>6}" + "".join(f"{c:>6}" for c in counts))
+    print(f"{'TOTAL':<28}{'':<12}{sum(totals):>6}" + "".join(f"{c:>6}" for c in totals))
+    print("(columns: recipients by age in minutes, as in Postfix's qshape)")
+    return 0
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    queue = _queue(settings)
+    try:
+        known = {status.name: status for status in queue.routes()}
+    finally:
+        queue.store.close()
+    names = sorted({str(d.route) for d in settings.domains} | set(known))
+    if args.json:
+        json.dump([asdict(known[n]) if n in known else {"name": n, "state": "up"}
+                   for n in names], sys.stdout, indent=1)
+        print()
+        return 0
+    for name in names:
+        status = known.get(name)
+        if status is None:
+            print(f"{name:<36} up (never failed)")
+            continue
+        since = _format_time(status.since)
+        error = f"  last error: {status.last_error}" if status.last_error else ""
+        print(f"{name:<36} {status.state} since {since} failures={status.failures}{error}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spoolgate", description="Email continuity gateway")
     parser.add_argument("--version", action="version", version=f"spoolgate {__version__}")
@@ -170,6 +257,24 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("queue_id")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_queue_show)
+    summary = queue.add_parser("summary", parents=[config],
+                               help="recipients by domain, state and age (like qshape)")
+    summary.set_defaults(func=cmd_queue_summary)
+    for verb, text in (("flush", "attempt delivery now (like postqueue -f)"),
+                       ("hold", "never deliver until released (like postsuper -h)"),
+                       ("release", "release held mail (like postsuper -H)")):
+        sub = queue.add_parser(verb, parents=[config], help=text)
+        sub.add_argument("queue_id", nargs="?")
+        sub.add_argument("--domain")
+        sub.set_defaults(func=cmd_queue_move)
+    for verb, text in (("delete", "delete a message; it is never delivered (like postsuper -d)"),
+                       ("bounce", "fail a message now and tell the sender (a DSN)")):
+        sub = queue.add_parser(verb, parents=[config], help=text)
+        sub.add_argument("queue_id")
+        sub.set_defaults(func=cmd_queue_move)
+    routes = verbs.add_parser("routes", parents=[config], help="route health: up or down")
+    routes.add_argument("--json", action="store_true")
+    routes.set_defaults(func=cmd_routes)
     return parser
 
 

@@ -57,6 +57,7 @@ class NodeSettings:
 
 @dataclass(frozen=True, slots=True)
 class SmtpSettings:
+    enabled: bool = True             # false: a delivery-only node
     listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 2525),)
     hostname: str = field(default_factory=socket.getfqdn)
     max_message_size: int = 26_214_400
@@ -92,11 +93,72 @@ class LogSettings:
     file: Path | None = None
 
 
+TLS_MODES = ("none", "opportunistic", "required")
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    """When to try again, when to warn the sender and when to give up (seconds)."""
+
+    min_backoff: float = 300.0
+    max_backoff: float = 3600.0
+    lifetime: float = 5 * 86400.0
+    delay_warning: float = 4 * 3600.0  # 0: never send a delay notice
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before the next attempt after *attempts* failed ones (exponential)."""
+        return min(self.max_backoff, self.min_backoff * 2 ** max(0, min(attempts - 1, 30)))
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """The delivery workers of this node and the defaults of every route."""
+
+    enabled: bool = True
+    concurrency: int = 50            # transactions in flight on this node, all routes
+    route_concurrency: int = 10      # the most connections to one route
+    initial_concurrency: int = 2     # start of the ramp when a route comes back
+    down_after: int = 3              # consecutive failed connections mark a route down
+    lease: float = 900.0             # rows claimed by a worker return to the queue after this
+    poll_interval: float = 0.25
+    connect_timeout: float = 30.0
+    # RFC 5321 section 4.5.3.2: greeting 5 min, MAIL/RCPT 5 min, DATA 2 min, end of data 10 min.
+    greeting_timeout: float = 300.0
+    command_timeout: float = 300.0
+    data_timeout: float = 600.0
+    retry: RetrySettings = RetrySettings()
+    retention_days: float = 30.0     # delivered messages stay readable this long (0: delete)
+    failed_retention_days: float = 30.0
+    purge_interval: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundSettings:
+    """How DSNs (and later webmail mail) leave: a smarthost, or direct MX delivery."""
+
+    route: Route | None = None       # None: look up the recipient domain's MX
+    mx_port: int = 25
+    tls: str = "opportunistic"
+    tls_ca: Path | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSettings:
+    nameservers: tuple[Endpoint, ...] = ()  # empty: the system's resolv.conf
+    timeout: float = 10.0
+
+
 @dataclass(frozen=True, slots=True)
 class DomainSettings:
     name: str
     route: Route
     recipients: frozenset[str] | None = None  # local parts; None accepts any
+    tls: str = "opportunistic"
+    tls_ca: Path | None = None
+    retry: RetrySettings = RetrySettings()
+    retention_days: float = 30.0
 
     def accepts_local_part(self, local: str) -> bool:
         return self.recipients is None or local.lower() in self.recipients
@@ -111,6 +173,9 @@ class Settings:
     web: WebSettings
     log: LogSettings
     domains: tuple[DomainSettings, ...]
+    delivery: DeliverySettings = DeliverySettings()
+    outbound: OutboundSettings = OutboundSettings()
+    dns: DnsSettings = DnsSettings()
 
     def domain(self, name: str) -> DomainSettings | None:
         name = name.lower()
@@ -252,6 +317,7 @@ def _choice(table: _Table, name: str, default: str, choices: tuple[str, ...]) ->
 def _smtp(table: _Table) -> SmtpSettings:
     d = SmtpSettings()
     smtp = SmtpSettings(
+        enabled=table.get("enabled", bool, d.enabled),
         listen=_listen(table, "listen", d.listen),
         hostname=table.get("hostname", str, d.hostname),
         max_message_size=table.number("max_message_size", d.max_message_size, 1024),
@@ -299,6 +365,92 @@ def _store(table: _Table) -> StoreSettings:
     )
 
 
+def _seconds(table: _Table, name: str, default: float, minimum: float = 0) -> float:
+    return float(table.number(name, default, minimum, integer=False))
+
+
+def _retry(table: _Table, base: RetrySettings) -> RetrySettings:
+    retry = RetrySettings(
+        min_backoff=_seconds(table, "min_backoff", base.min_backoff, 0.01),
+        max_backoff=_seconds(table, "max_backoff", base.max_backoff, 0.01),
+        lifetime=_seconds(table, "lifetime", base.lifetime, 0),
+        delay_warning=_seconds(table, "delay_warning", base.delay_warning, 0),
+    )
+    if retry.max_backoff < retry.min_backoff:
+        raise table.error("max_backoff", f"must be at least min_backoff ({retry.min_backoff:g}), "
+                                         f"got {retry.max_backoff:g}")
+    return retry
+
+
+def _delivery(table: _Table) -> DeliverySettings:
+    d = DeliverySettings()
+    delivery = DeliverySettings(
+        enabled=table.get("enabled", bool, d.enabled),
+        concurrency=table.number("concurrency", d.concurrency, 1),
+        route_concurrency=table.number("route_concurrency", d.route_concurrency, 1),
+        initial_concurrency=table.number("initial_concurrency", d.initial_concurrency, 1),
+        down_after=table.number("down_after", d.down_after, 1),
+        lease=_seconds(table, "lease", d.lease, 1),
+        poll_interval=_seconds(table, "poll_interval", d.poll_interval, 0.01),
+        connect_timeout=_seconds(table, "connect_timeout", d.connect_timeout, 0.1),
+        greeting_timeout=_seconds(table, "greeting_timeout", d.greeting_timeout, 0.1),
+        command_timeout=_seconds(table, "command_timeout", d.command_timeout, 0.1),
+        data_timeout=_seconds(table, "data_timeout", d.data_timeout, 0.1),
+        retry=_retry(table, d.retry),
+        retention_days=_seconds(table, "retention_days", d.retention_days, 0),
+        failed_retention_days=_seconds(table, "failed_retention_days", d.failed_retention_days, 0),
+        purge_interval=_seconds(table, "purge_interval", d.purge_interval, 0.1),
+    )
+    if delivery.initial_concurrency > delivery.route_concurrency:
+        raise table.error("initial_concurrency", "must not exceed route_concurrency "
+                          f"({delivery.route_concurrency})")
+    return delivery
+
+
+def _tls(table: _Table, default: str) -> tuple[str, Path | None]:
+    mode = _choice(table, "tls", default, TLS_MODES)
+    ca = table.path("tls_ca")
+    if ca is not None and not ca.is_file():
+        raise table.error("tls_ca", f"no such file: {ca}")
+    return mode, ca
+
+
+def _outbound(table: _Table) -> OutboundSettings:
+    d = OutboundSettings()
+    text = table.get("route", str, "mx")
+    route = None
+    if text != "mx":
+        try:
+            route = parse_route(text)
+        except ValueError as error:
+            raise table.error("route", f"{error} (or \"mx\" for direct delivery)") from None
+        if route.scheme != "smtp":
+            raise table.error("route", "the outbound route must be smtp:// (or \"mx\")")
+    tls, ca = _tls(table, d.tls)
+    outbound = OutboundSettings(
+        route=route, mx_port=table.number("mx_port", d.mx_port, 1), tls=tls, tls_ca=ca,
+        username=table.get("username", str, None), password=table.get("password", str, None))
+    if (outbound.username is None) != (outbound.password is None):
+        raise table.error("password" if outbound.password is None else "username",
+                          "username and password go together; this one is missing")
+    if outbound.username is not None and route is None:
+        raise table.error("username", "authentication needs a smarthost route, not \"mx\"")
+    return outbound
+
+
+def _dns(table: _Table) -> DnsSettings:
+    servers = table.get("nameservers", list, [])
+    endpoints = []
+    for index, item in enumerate(servers, 1):
+        if not isinstance(item, str):
+            raise table.error(f"nameservers[{index}]", f"expected a string, got {_kind(item)}")
+        try:
+            endpoints.append(parse_endpoint(item, default_port=53))
+        except ValueError as error:
+            raise table.error(f"nameservers[{index}]", str(error)) from None
+    return DnsSettings(tuple(endpoints), _seconds(table, "timeout", DnsSettings().timeout, 0.1))
+
+
 def _domain_name(table: _Table) -> str:
     name = table.get("name", str, None)
     if name is None:
@@ -312,7 +464,7 @@ def _domain_name(table: _Table) -> str:
     return name
 
 
-def _domains(file: Path, raw: Any) -> tuple[DomainSettings, ...]:
+def _domains(file: Path, raw: Any, delivery: DeliverySettings) -> tuple[DomainSettings, ...]:
     if not isinstance(raw, list):
         raise ConfigError(file, "domains", "expected [[domains]] tables")
     domains: list[DomainSettings] = []
@@ -335,8 +487,12 @@ def _domains(file: Path, raw: Any) -> tuple[DomainSettings, ...]:
                     raise table.error(f"recipients[{number}]",
                                       f"expected a local part without '@', got {local!r}")
             recipients = frozenset(local.lower() for local in recipients)
+        tls, ca = _tls(table, "opportunistic")
+        retry = _retry(table, delivery.retry)
+        retention = _seconds(table, "retention_days", delivery.retention_days, 0)
         table.check_unknown()
-        domains.append(DomainSettings(name=name, route=route, recipients=recipients))
+        domains.append(DomainSettings(name=name, route=route, recipients=recipients, tls=tls,
+                                      tls_ca=ca, retry=retry, retention_days=retention))
     return tuple(domains)
 
 
@@ -358,6 +514,7 @@ def load_settings(path: Path | str) -> Settings:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(path, "", f"not valid TOML: {error}") from None
     top = _Table(path, "", raw)
+    delivery = _section(top, "delivery", _delivery)
     settings = Settings(
         source=path,
         node=_section(top, "node", lambda t: NodeSettings(t.get("name", str, NodeSettings().name))),
@@ -369,7 +526,10 @@ def load_settings(path: Path | str) -> Settings:
             level=_choice(t, "level", "info", ("debug", "info", "warning", "error")),
             format=_choice(t, "format", "text", ("text", "json")),
             file=t.path("file"))),
-        domains=_domains(path, top.get("domains", list, [])),
+        domains=_domains(path, top.get("domains", list, []), delivery),
+        delivery=delivery,
+        outbound=_section(top, "outbound", _outbound),
+        dns=_section(top, "dns", _dns),
     )
     top.check_unknown()
     if not settings.domains:

@@ -60,8 +60,10 @@ class GatewayProcess:
         smtp_section = {"listen": f"127.0.0.1:{self.port}", "hostname": "mx.test.example"}
         smtp_section.update(smtp or {})
         self.workers = int(smtp_section.get("workers", 1))
+        # Ingress tests look at mail as it was stored: no delivery unless a test asks for it.
         sections = {"node": {"name": "test"}, "smtp": smtp_section,
-                    "store": {"url": store_url}, "log": {"file": str(self.log_path)}}
+                    "store": {"url": store_url}, "log": {"file": str(self.log_path)},
+                    "delivery": {"enabled": False}}
         sections.update(extra or {})
         self.config = folder / "spoolgate.toml"
         self.config.write_text(render_config(sections, domains or [

@@ -26,9 +26,38 @@ def _v1(conn: sa.Connection) -> None:
         table.create(conn)
 
 
+def _add_missing_columns(conn: sa.Connection, table: sa.Table, names: tuple[str, ...]) -> None:
+    """ALTER TABLE ADD COLUMN for each of *names* the table lacks (steps create from the
+    current definitions, so a fresh store already has them)."""
+    present = {column["name"] for column in sa.inspect(conn).get_columns(table.name)}
+    for name in names:
+        if name in present:
+            continue
+        column = table.c[name]
+        ddl = f"ALTER TABLE {table.name} ADD COLUMN {name} {column.type.compile(conn.dialect)}"
+        if column.server_default is not None:
+            default = "false" if conn.dialect.name == "postgresql" else "0"
+            ddl += f" NOT NULL DEFAULT {default}"
+        conn.exec_driver_sql(ddl)
+
+
+def _v2(conn: sa.Connection) -> None:
+    _add_missing_columns(conn, schema.messages, ("purge_after",))
+    _add_missing_columns(conn, schema.recipients,
+                         ("queued_at", "last_attempt_at", "remote_mta", "delay_notified"))
+    r, m = schema.recipients, schema.messages
+    conn.execute(r.update().where(r.c.queued_at.is_(None)).values(
+        queued_at=sa.select(m.c.received_at).where(m.c.queue_id == r.c.queue_id)
+        .scalar_subquery()))
+    schema.routes.create(conn, checkfirst=True)
+    for index in (*schema.messages.indexes, *schema.recipients.indexes):
+        index.create(conn, checkfirst=True)
+
+
 # (version, what it does, how). Append only; never edit a released step.
 MIGRATIONS: tuple[tuple[int, str, Callable[[sa.Connection], None]], ...] = (
     (1, "messages, recipients and events", _v1),
+    (2, "delivery: route health, retention, arrival order, pending-row index", _v2),
 )
 LATEST = MIGRATIONS[-1][0]
 _ADVISORY_KEY = 0x5B001_6A7E  # "spoolgate" schema lock on PostgreSQL

@@ -34,7 +34,10 @@ messages = sa.Table(
     sa.Column("ret", sa.String(4)),
     sa.Column("envid", sa.Text),
     sa.Column("data", sa.LargeBinary, nullable=False),
+    # Set when no recipient is pending any more: the purge removes the message after it.
+    sa.Column("purge_after", sa.Float),
 )
+sa.Index("messages_purge_after", messages.c.purge_after)
 
 recipients = sa.Table(
     "recipients", metadata,
@@ -52,8 +55,18 @@ recipients = sa.Table(
     sa.Column("lease_owner", sa.Text),
     sa.Column("lease_until", sa.Float),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("queued_at", sa.Float),        # the message's arrival: drains go oldest first
+    sa.Column("last_attempt_at", sa.Float),
+    sa.Column("remote_mta", sa.Text),        # who gave last_reply, for DSNs
+    sa.Column("delay_notified", sa.Boolean, nullable=False, default=False,
+              server_default=sa.false()),
 )
-# Due-row selection walks this index: O(log n) however long the queue grows.
+PENDING = ("queued", "deferred")
+_pending = recipients.c.state.in_(PENDING)
+# Due-row selection walks this partial index in order: O(log n) however long the
+# queue grows, and no sort of the due rows (an IN over the (state, time) index would).
+sa.Index("recipients_pending", recipients.c.next_attempt_at,
+         sqlite_where=_pending, postgresql_where=_pending)
 sa.Index("recipients_due", recipients.c.state, recipients.c.next_attempt_at)
 sa.Index("recipients_queue_id", recipients.c.queue_id)
 sa.Index("recipients_domain_state", recipients.c.domain, recipients.c.state)
@@ -69,3 +82,14 @@ events = sa.Table(
     sa.Column("detail", sa.Text, nullable=False, default=""),
 )
 sa.Index("events_queue_id", events.c.queue_id, events.c.id)
+
+routes = sa.Table(
+    "routes", metadata,
+    sa.Column("name", sa.Text, primary_key=True),     # "smtp://host:port" or "outbound"
+    sa.Column("state", sa.String(8), nullable=False),  # up | down
+    sa.Column("since", sa.Float, nullable=False),      # when state last changed
+    sa.Column("failures", sa.Integer, nullable=False, default=0),  # consecutive
+    sa.Column("last_error", sa.Text),
+    sa.Column("next_probe_at", sa.Float, nullable=False, default=0.0),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)

@@ -94,6 +94,17 @@ class Store:
         self._write_lock.close()
 
     @contextmanager
+    def writing(self) -> Iterator[sa.Connection]:
+        """One write transaction under the node's write lock (for the store package)."""
+        with self._writing() as conn:
+            yield conn
+
+    @contextmanager
+    def reading(self) -> Iterator[sa.Connection]:
+        with self._reading() as conn:
+            yield conn
+
+    @contextmanager
     def _writing(self) -> Iterator[sa.Connection]:
         try:
             with self._write_lock.held(), self.engine.begin() as conn:
@@ -112,34 +123,8 @@ class Store:
 
     def commit_incoming(self, batch: Sequence[IncomingMessage]) -> None:
         """Store *batch* (messages, recipient rows, events) in one durable transaction."""
-        now = time.time()
-        message_rows, recipient_rows, event_rows = [], [], []
-        for msg in batch:
-            env = msg.envelope
-            message_rows.append({
-                "queue_id": msg.queue_id, "received_at": msg.received_at, "node": msg.node,
-                "sender": env.sender, "client_ip": env.client.ip, "helo": env.client.helo,
-                "tls": env.client.tls, "size": len(msg.data), "body_type": env.body_type,
-                "smtputf8": env.smtputf8, "ret": env.ret.value if env.ret else None,
-                "envid": env.envid, "data": msg.data,
-            })
-            for rcpt in env.recipients:
-                recipient_rows.append({
-                    "queue_id": msg.queue_id, "address": rcpt.address, "domain": rcpt.domain,
-                    "orcpt": rcpt.orcpt,
-                    "notify": ",".join(sorted(rcpt.notify)) if rcpt.notify else None,
-                    "state": RecipientState.QUEUED.value, "attempts": 0,
-                    "next_attempt_at": msg.received_at, "last_reply": None,
-                    "lease_owner": None, "lease_until": None, "updated_at": now,
-                })
-            for kind, detail in msg.events:
-                event_rows.append({"queue_id": msg.queue_id, "at": msg.received_at,
-                                   "node": msg.node, "kind": kind, "recipient": None,
-                                   "detail": detail})
         with self._writing() as conn:
-            _insert_rows(conn, schema.messages, message_rows)
-            _insert_rows(conn, schema.recipients, recipient_rows)
-            _insert_rows(conn, schema.events, event_rows)
+            insert_incoming(conn, batch)
 
     def checkpoint(self) -> None:
         """Copy committed WAL pages into the SQLite database, without blocking writers.
@@ -244,6 +229,38 @@ def _insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None
         chunk = rows[start:start + per_statement]
         sql = _multi_row_insert(table, columns, len(chunk), conn.dialect.paramstyle)
         conn.exec_driver_sql(sql, tuple(row[c] for row in chunk for c in columns))
+
+
+def insert_incoming(conn: sa.Connection, batch: Sequence[IncomingMessage]) -> None:
+    """Insert messages with their recipient rows and events inside *conn*'s transaction."""
+    now = time.time()
+    message_rows, recipient_rows, event_rows = [], [], []
+    for msg in batch:
+        env = msg.envelope
+        message_rows.append({
+            "queue_id": msg.queue_id, "received_at": msg.received_at, "node": msg.node,
+            "sender": env.sender, "client_ip": env.client.ip, "helo": env.client.helo,
+            "tls": env.client.tls, "size": len(msg.data), "body_type": env.body_type,
+            "smtputf8": env.smtputf8, "ret": env.ret.value if env.ret else None,
+            "envid": env.envid, "data": msg.data,
+        })
+        for rcpt in env.recipients:
+            recipient_rows.append({
+                "queue_id": msg.queue_id, "address": rcpt.address, "domain": rcpt.domain,
+                "orcpt": rcpt.orcpt,
+                "notify": ",".join(sorted(rcpt.notify)) if rcpt.notify else None,
+                "state": RecipientState.QUEUED.value, "attempts": 0,
+                "next_attempt_at": msg.received_at, "last_reply": None,
+                "queued_at": msg.received_at,
+                "lease_owner": None, "lease_until": None, "updated_at": now,
+            })
+        for kind, detail in msg.events:
+            event_rows.append({"queue_id": msg.queue_id, "at": msg.received_at,
+                               "node": msg.node, "kind": kind, "recipient": None,
+                               "detail": detail})
+    _insert_rows(conn, schema.messages, message_rows)
+    _insert_rows(conn, schema.recipients, recipient_rows)
+    _insert_rows(conn, schema.events, event_rows)
 
 
 def open_store(url: str, auto_migrate: bool = True) -> Store:

@@ -20,7 +20,7 @@ from tests.integration.store.messages import incoming
 
 pytestmark = pytest.mark.integration
 
-SPOOLGATE_TABLES = {"schema_meta", "messages", "recipients", "events"}
+SPOOLGATE_TABLES = {"schema_meta", "messages", "recipients", "events", "routes"}
 
 
 @pytest.fixture

@@ -1,0 +1,355 @@
+"""Queue state: claiming due recipients, recording attempts, route health, operator verbs.
+
+Every function here changes per-recipient rows, routes or events in one
+transaction, so a crash leaves either the old state or the new one. Workers
+claim rows with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has
+one writer, so the same statement needs no row locks); a lease that expires
+returns its rows to the queue. Failures surface as
+:class:`~spoolgate.store.store.StoreError`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from spoolgate.mail.envelope import IncomingMessage
+from spoolgate.mail.states import RecipientState as S
+from spoolgate.store import schema
+from spoolgate.store.store import Store, insert_incoming
+
+PENDING = (S.QUEUED.value, S.DEFERRED.value)
+WAITING = (*PENDING, S.DELIVERING.value, S.HELD.value, S.QUARANTINED.value)
+"""States in which a message still needs its bytes (not purgeable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRecipient:
+    """One recipient row leased for delivery, with what delivery needs of its message."""
+
+    row_id: int
+    queue_id: str
+    address: str
+    domain: str
+    orcpt: str | None
+    notify: str | None
+    attempts: int
+    queued_at: float
+    delay_notified: bool
+    sender: str
+    ret: str | None
+    envid: str | None
+    body_type: str
+    smtputf8: bool
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one claimed row; ``attempted`` counts it as a delivery attempt."""
+
+    row_id: int
+    queue_id: str
+    address: str
+    state: S
+    reply: str | None
+    next_attempt_at: float
+    attempted: bool = True
+    remote_mta: str | None = None
+    delay_notified: bool = False
+    event: str | None = None        # event kind to log; None logs nothing (a postponement)
+    detail: str = ""
+    retention: float = 0.0          # seconds to keep the message once nothing is pending
+
+
+@dataclass(frozen=True, slots=True)
+class RouteStatus:
+    name: str
+    state: str                      # "up" or "down"
+    since: float
+    failures: int
+    last_error: str | None
+    next_probe_at: float
+
+
+class Queue:
+    """The queue operations of one :class:`Store`; the only writer of queue state."""
+
+    def __init__(self, store: Store, node: str) -> None:
+        self.store = store
+        self.node = node
+
+    # -- delivery workers -------------------------------------------------------------
+
+    def claim_due(self, now: float, limit: int, lease: float) -> list[ClaimedRecipient]:
+        """Lease up to *limit* due rows, earliest due first, for *lease* seconds."""
+        r, m = schema.recipients, schema.messages
+        due = (sa.select(r.c.id).where(r.c.state.in_(PENDING), r.c.next_attempt_at <= now)
+               .order_by(r.c.next_attempt_at).limit(limit)
+               .with_for_update(skip_locked=True))
+        with self.store.writing() as conn:
+            ids = list(conn.execute(due).scalars())
+            if not ids:
+                return []
+            conn.execute(r.update().where(r.c.id.in_(ids)).values(
+                state=S.DELIVERING.value, lease_owner=self.node, lease_until=now + lease,
+                updated_at=now))
+            rows = conn.execute(
+                sa.select(r.c.id, r.c.queue_id, r.c.address, r.c.domain, r.c.orcpt, r.c.notify,
+                          r.c.attempts, r.c.queued_at, r.c.delay_notified, m.c.sender, m.c.ret,
+                          m.c.envid, m.c.body_type, m.c.smtputf8, m.c.size)
+                .join(m, m.c.queue_id == r.c.queue_id).where(r.c.id.in_(ids))
+                .order_by(r.c.next_attempt_at, r.c.id)).all()
+        return [ClaimedRecipient(*row) for row in rows]
+
+    def release_leases(self, now: float, owner: str | None = None) -> int:
+        """Return leased rows to the queue: expired ones, or all of *owner* (a restart)."""
+        r = schema.recipients
+        stale = r.c.lease_until < now if owner is None else r.c.lease_owner == owner
+        with self.store.writing() as conn:
+            result = conn.execute(r.update().where(r.c.state == S.DELIVERING.value, stale).values(
+                state=sa.case((r.c.attempts == 0, S.QUEUED.value), else_=S.DEFERRED.value),
+                next_attempt_at=now, lease_owner=None, lease_until=None, updated_at=now))
+        return result.rowcount
+
+    def record(self, outcomes: Sequence[Outcome], notices: Sequence[IncomingMessage] = (),
+               now: float | None = None) -> None:
+        """Apply *outcomes* of this node's leases and queue *notices* (DSNs), atomically."""
+        now = time.time() if now is None else now
+        r, e = schema.recipients, schema.events
+        update = (r.update().where(r.c.id == sa.bindparam("rid"),
+                                   r.c.state == S.DELIVERING.value,
+                                   r.c.lease_owner == self.node)
+                  .values(state=sa.bindparam("new_state"),
+                          attempts=r.c.attempts + sa.bindparam("inc"),
+                          next_attempt_at=sa.bindparam("next_at"),
+                          last_reply=sa.bindparam("reply"),
+                          last_attempt_at=sa.case((sa.bindparam("inc") > 0, now),
+                                                  else_=r.c.last_attempt_at),
+                          remote_mta=sa.func.coalesce(sa.bindparam("mta"), r.c.remote_mta),
+                          delay_notified=sa.bindparam("notified"),
+                          lease_owner=None, lease_until=None, updated_at=now))
+        params = [{"rid": o.row_id, "new_state": o.state.value, "inc": int(o.attempted),
+                   "next_at": o.next_attempt_at, "reply": o.reply, "mta": o.remote_mta,
+                   "notified": o.delay_notified} for o in outcomes]
+        events = [{"queue_id": o.queue_id, "at": now, "node": self.node, "kind": o.event,
+                   "recipient": o.address, "detail": o.detail} for o in outcomes if o.event]
+        keep: dict[str, float] = {}
+        for o in outcomes:
+            if o.state not in (S.QUEUED, S.DEFERRED):
+                keep[o.queue_id] = max(keep.get(o.queue_id, 0.0), o.retention)
+        with self.store.writing() as conn:
+            if params:
+                conn.execute(update, params)
+            if events:
+                conn.execute(e.insert(), events)
+            if notices:
+                insert_incoming(conn, notices)
+            for queue_id, retention in keep.items():
+                _mark_done_if_finished(conn, queue_id, now + retention)
+
+    # -- route health ------------------------------------------------------------------
+
+    def routes(self) -> list[RouteStatus]:
+        t = schema.routes
+        with self.store.reading() as conn:
+            rows = conn.execute(sa.select(t.c.name, t.c.state, t.c.since, t.c.failures,
+                                          t.c.last_error, t.c.next_probe_at)
+                                .order_by(t.c.name)).all()
+        return [RouteStatus(*row) for row in rows]
+
+    def route_failed(self, name: str, error: str, now: float, down_after: int,
+                     probe_delay: float) -> tuple[RouteStatus, bool]:
+        """Count a failed connection; the route goes down after *down_after* in a row.
+
+        Returns the new status and whether the state changed (logged once per change).
+        """
+        t = schema.routes
+        with self.store.writing() as conn:
+            row = _route_row(conn, name, now)
+            failures = row.failures + 1
+            down = failures >= down_after
+            changed = down and row.state != "down"
+            values = {"failures": failures, "last_error": error, "updated_at": now}
+            if changed:  # later probes set their own next time when they claim
+                values.update(state="down", since=now, next_probe_at=now + probe_delay)
+            conn.execute(t.update().where(t.c.name == name).values(**values))
+            status = _route_row(conn, name, now)
+        return status, changed
+
+    def route_answered(self, name: str, now: float, domains: Iterable[str]) -> bool:
+        """The route took a transaction: mark it up; if it was down, due its queue at once,
+        oldest first. Returns whether the state changed."""
+        t, r = schema.routes, schema.recipients
+        with self.store.writing() as conn:
+            row = _route_row(conn, name, now)
+            if row.state == "up" and row.failures == 0:
+                return False
+            changed = row.state == "down"
+            conn.execute(t.update().where(t.c.name == name).values(
+                state="up", failures=0, updated_at=now, next_probe_at=0.0,
+                since=now if changed else row.since))
+            names = [d.lower() for d in domains]
+            if changed and names:
+                conn.execute(r.update().where(r.c.domain.in_(names),
+                                              r.c.state == S.DEFERRED.value)
+                             .values(next_attempt_at=r.c.queued_at, updated_at=now))
+        return changed
+
+    def claim_probe(self, name: str, now: float, next_probe_at: float) -> bool:
+        """Take the one probe of a down route for this node, if it is due and nobody has."""
+        t = schema.routes
+        with self.store.writing() as conn:
+            result = conn.execute(t.update().where(t.c.name == name, t.c.state == "down",
+                                                   t.c.next_probe_at <= now)
+                                  .values(next_probe_at=next_probe_at, updated_at=now))
+        return result.rowcount == 1
+
+    # -- operator verbs ----------------------------------------------------------------
+
+    def flush(self, domain: str | None = None, queue_id: str | None = None,
+              now: float | None = None) -> int:
+        """Make pending rows due now, and let down routes probe now."""
+        now = time.time() if now is None else now
+        r = schema.recipients
+        where = [r.c.state.in_(PENDING)] + _filters(domain, queue_id)
+        with self.store.writing() as conn:
+            count = conn.execute(r.update().where(*where).values(
+                next_attempt_at=sa.func.min(r.c.next_attempt_at, now)
+                if conn.dialect.name == "sqlite" else sa.func.least(r.c.next_attempt_at, now),
+                updated_at=now)).rowcount
+            conn.execute(schema.routes.update().where(schema.routes.c.state == "down")
+                         .values(next_probe_at=now))
+        return count
+
+    def hold(self, domain: str | None = None, queue_id: str | None = None) -> int:
+        """Put pending rows on hold: never delivered, never expiring, until released."""
+        return self._move(PENDING, S.HELD, "held", domain, queue_id)
+
+    def release(self, domain: str | None = None, queue_id: str | None = None) -> int:
+        """Return held rows to the queue, due now."""
+        return self._move((S.HELD.value,), S.DEFERRED, "released", domain, queue_id)
+
+    def delete(self, queue_id: str) -> int:
+        """Delete a message: its waiting rows are never delivered; the purge removes it."""
+        count = self._move(WAITING, S.DELETED, "deleted", None, queue_id,
+                           skip=(S.DELIVERING.value,))
+        with self.store.writing() as conn:
+            _mark_done_if_finished(conn, queue_id, time.time())
+        return count
+
+    def _move(self, from_states: Sequence[str], to: S, event: str, domain: str | None,
+              queue_id: str | None, skip: Sequence[str] = ()) -> int:
+        if domain is None and queue_id is None:
+            raise ValueError("name a queue ID or a domain")
+        now = time.time()
+        r = schema.recipients
+        states = [s for s in from_states if s not in skip]
+        where = [r.c.state.in_(states)] + _filters(domain, queue_id)
+        with self.store.writing() as conn:
+            moved = conn.execute(sa.select(r.c.id, r.c.queue_id, r.c.address)
+                                 .where(*where)).all()
+            if not moved:
+                return 0
+            conn.execute(r.update().where(r.c.id.in_([row.id for row in moved])).values(
+                state=to.value, updated_at=now,
+                **({"next_attempt_at": now} if to == S.DEFERRED else {})))
+            conn.execute(schema.events.insert(), [
+                {"queue_id": row.queue_id, "at": now, "node": self.node, "kind": event,
+                 "recipient": row.address, "detail": "by operator"} for row in moved])
+        return len(moved)
+
+    def pending_rows(self, queue_id: str) -> list[ClaimedRecipient]:
+        """Lease every waiting row of one message to this node now (for bounce)."""
+        r, m = schema.recipients, schema.messages
+        now = time.time()
+        with self.store.writing() as conn:
+            ids = list(conn.execute(sa.select(r.c.id).where(
+                r.c.queue_id == queue_id, r.c.state.in_((*PENDING, S.HELD.value)))).scalars())
+            if not ids:
+                return []
+            conn.execute(r.update().where(r.c.id.in_(ids)).values(
+                state=S.DELIVERING.value, lease_owner=self.node, lease_until=now + 60,
+                updated_at=now))
+            rows = conn.execute(
+                sa.select(r.c.id, r.c.queue_id, r.c.address, r.c.domain, r.c.orcpt, r.c.notify,
+                          r.c.attempts, r.c.queued_at, r.c.delay_notified, m.c.sender, m.c.ret,
+                          m.c.envid, m.c.body_type, m.c.smtputf8, m.c.size)
+                .join(m, m.c.queue_id == r.c.queue_id).where(r.c.id.in_(ids))).all()
+        return [ClaimedRecipient(*row) for row in rows]
+
+    def last_replies(self, queue_id: str) -> dict[str, tuple[str | None, str | None, float | None]]:
+        """address -> (last reply, remote MTA, last attempt time), for DSNs."""
+        r = schema.recipients
+        with self.store.reading() as conn:
+            rows = conn.execute(sa.select(r.c.address, r.c.last_reply, r.c.remote_mta,
+                                          r.c.last_attempt_at)
+                                .where(r.c.queue_id == queue_id)).all()
+        return {row.address: (row.last_reply, row.remote_mta, row.last_attempt_at)
+                for row in rows}
+
+    def summary(self, now: float | None = None) -> list[tuple[str, str, list[int]]]:
+        """Waiting recipients per domain and state by age bucket (like Postfix's qshape)."""
+        now = time.time() if now is None else now
+        r = schema.recipients
+        with self.store.reading() as conn:
+            rows = conn.execute(sa.select(r.c.domain, r.c.state, r.c.queued_at)
+                                .where(r.c.state.in_(WAITING))).all()
+        table: dict[tuple[str, str], list[int]] = {}
+        for row in rows:
+            counts = table.setdefault((row.domain, row.state), [0] * len(AGE_BUCKETS))
+            age = (now - (row.queued_at or now)) / 60
+            counts[next(i for i, limit in enumerate(AGE_BUCKETS) if age < limit)] += 1
+        return [(domain, state, counts) for (domain, state), counts in sorted(table.items())]
+
+    def purge(self, now: float, batch: int = 500) -> int:
+        """Remove up to *batch* messages whose retention is over; returns how many."""
+        m, r, e = schema.messages, schema.recipients, schema.events
+        with self.store.writing() as conn:
+            ids = list(conn.execute(sa.select(m.c.queue_id).where(m.c.purge_after <= now)
+                                    .order_by(m.c.purge_after).limit(batch)).scalars())
+            if ids:
+                conn.execute(e.delete().where(e.c.queue_id.in_(ids)))
+                conn.execute(r.delete().where(r.c.queue_id.in_(ids)))
+                conn.execute(m.delete().where(m.c.queue_id.in_(ids)))
+        return len(ids)
+
+
+AGE_BUCKETS = (5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, float("inf"))
+"""Upper bounds in minutes of ``summary``'s age columns, as in Postfix's qshape."""
+
+
+def _filters(domain: str | None, queue_id: str | None) -> list[sa.ColumnElement[bool]]:
+    r = schema.recipients
+    where = []
+    if domain is not None:
+        where.append(r.c.domain == domain.lower())
+    if queue_id is not None:
+        where.append(r.c.queue_id == queue_id)
+    return where
+
+
+def _route_row(conn: sa.Connection, name: str, now: float) -> RouteStatus:
+    """The route's row, locked for this transaction (created \"up\" on first use)."""
+    t = schema.routes
+    query = sa.select(t.c.name, t.c.state, t.c.since, t.c.failures, t.c.last_error,
+                      t.c.next_probe_at).where(t.c.name == name).with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        conn.execute(dialect_insert(t).values(
+            name=name, state="up", since=now, failures=0, last_error=None, next_probe_at=0.0,
+            updated_at=now).on_conflict_do_nothing())
+        row = conn.execute(query).first()
+    return RouteStatus(*row)
+
+
+def _mark_done_if_finished(conn: sa.Connection, queue_id: str, purge_after: float) -> None:
+    r, m = schema.recipients, schema.messages
+    waiting = sa.exists().where(r.c.queue_id == queue_id, r.c.state.in_(WAITING))
+    conn.execute(m.update().where(m.c.queue_id == queue_id, ~waiting)
+                 .values(purge_after=purge_after))
