@@ -17,9 +17,10 @@ which is the duplicate SMTP itself cannot avoid (RFC 1047).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 
 from spoolgate.config import Settings
 from spoolgate.delivery.client import MailClient, SessionFailed, Timeouts, Transaction, xtext
@@ -93,9 +94,11 @@ class DeliveryService:
             self._wake.clear()
             free = delivery.concurrency - len(self._inflight)
             claimed: list[ClaimedRecipient] = []
+            down: set[str] = set()
             if free > 0:
                 try:
                     await self._refresh_status()
+                    down = {name for name, gate in self._gates.items() if gate.down}
                     claimed = await asyncio.to_thread(self.queue.claim_due, time.time(), free,
                                                       delivery.lease)
                     if failing:
@@ -105,16 +108,37 @@ class DeliveryService:
                     if not failing:
                         log.error("delivery paused: the store failed: %s", error)
                     failing = True
-            for destination, rows in _groups(claimed, self.table):
-                task = asyncio.get_running_loop().create_task(self._deliver(destination, rows))
-                self._inflight.add(task)
-                task.add_done_callback(self._finished)
+            await self._dispatch(claimed, down)
             if claimed and len(claimed) >= free:
                 continue  # more may be due; the next turn waits if no slot is free
             try:  # new mail (wake), a finished delivery (a free slot) or the poll interval
                 await asyncio.wait_for(self._wake.wait(), delivery.poll_interval)
             except TimeoutError:
                 pass
+
+    async def _dispatch(self, claimed: list[ClaimedRecipient], down: set[str]) -> None:
+        """One task per group, oldest first; on a down route the oldest one is the probe.
+
+        Rows claimed while their route was *down* are not delivered even if it came back
+        meanwhile: they were picked in retry order, so they go back to the queue, which
+        the recovery put in arrival order (see ``Queue.route_answered``).
+        """
+        probed: set[str] = set()
+        for destination, rows in _groups(claimed, self.table):
+            probe = False
+            was_down = self._gate(destination).down or destination.name in down
+            if was_down and not _expired(destination, rows):
+                if destination.name in probed or not await self._take_probe(destination):
+                    self._spawn(self._postpone(destination, rows))
+                    continue
+                probed.add(destination.name)
+                probe = True
+            self._spawn(self._deliver(destination, rows, probe))
+
+    def _spawn(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._inflight.add(task)
+        task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
@@ -146,7 +170,8 @@ class DeliveryService:
 
     # -- one group: one message, one destination ---------------------------------------
 
-    async def _deliver(self, destination: Destination, rows: list[ClaimedRecipient]) -> None:
+    async def _deliver(self, destination: Destination, rows: list[ClaimedRecipient],
+                       probe: bool = False) -> None:
         now = time.time()
         expired = [r for r in rows if now >= r.queued_at + destination.retry.lifetime]
         live = [r for r in rows if r not in expired]
@@ -154,18 +179,19 @@ class DeliveryService:
             if expired:
                 await self._expire(destination, expired, now)
             if live:
-                await self._attempt(destination, live)
+                await self._attempt(destination, live, probe)
         except StoreError as error:
             log.error("%s: could not record the outcome (it will be retried after the "
                       "lease): %s", rows[0].queue_id, error)
 
-    async def _attempt(self, destination: Destination, rows: list[ClaimedRecipient]) -> None:
+    async def _attempt(self, destination: Destination, rows: list[ClaimedRecipient],
+                       probe: bool) -> None:
         gate = self._gate(destination)
-        if gate.down and not await self._take_probe(destination):
-            await self._postpone(destination, rows)
-            return
         await gate.acquire()
         try:
+            if gate.down and not probe:  # it went down while this task waited for its slot
+                await self._postpone(destination, rows)
+                return
             await self._transact(destination, gate, rows)
         finally:
             await gate.release()
@@ -176,18 +202,26 @@ class DeliveryService:
         cadence = destination.retry.backoff(
             max(1, failures - self.settings.delivery.down_after + 1))
         now = time.time()
-        return await asyncio.to_thread(self.queue.claim_probe, destination.name, now,
-                                       now + cadence)
+        got, due = await asyncio.to_thread(self.queue.claim_probe, destination.name, now,
+                                           now + cadence)
+        if status is not None:
+            self._status[destination.name] = dataclasses.replace(status, next_probe_at=due)
+        return got
 
     async def _postpone(self, destination: Destination, rows: list[ClaimedRecipient]) -> None:
-        """While a route is down, rows wait for the probe's verdict without a connection."""
+        """While a route is down, rows wait for its next probe without a connection."""
         status = self._status.get(destination.name)
-        until = max(time.time() + 1.0, status.next_probe_at if status else 0.0)
+        until = max(time.time() + 0.1, status.next_probe_at if status else 0.0)
         reason = f"delivery to {destination.name} temporarily suspended: " + (
             status.last_error if status and status.last_error else "route down")
-        await self.recorder.record([
-            Outcome(r.row_id, r.queue_id, r.address, _pending_state(r), reason, until,
-                    attempted=False, delay_notified=r.delay_notified) for r in rows])
+        try:
+            await self.recorder.record([
+                Outcome(r.row_id, r.queue_id, r.address, S.DEFERRED, reason, until,
+                        attempted=False, delay_notified=r.delay_notified,
+                        route=destination.name) for r in rows])
+        except StoreError as error:
+            log.error("%s: could not postpone (retried after the lease): %s", rows[0].queue_id,
+                      error)
 
     async def _transact(self, destination: Destination, gate: RouteGate,
                         rows: list[ClaimedRecipient]) -> None:
@@ -218,8 +252,13 @@ class DeliveryService:
         except SessionFailed as failure:
             gate.backed_off()
             await self._route_failed(destination, gate, failure.reply)
+            status = self._status.get(destination.name)
+            # On a down route, wait for the next probe like the postponed rows, so that
+            # the oldest message is the next probe, not the one that failed last.
+            probe_at = status.next_probe_at if status and status.state == "down" else None
             await self._settle(destination, rows, data, dict.fromkeys(
-                (r.address for r in rows), failure.reply), remote=None, dsn_downstream=False)
+                (r.address for r in rows), failure.reply), remote=None, dsn_downstream=False,
+                not_before=probe_at)
             return
         except Exception as error:  # TEMP until mx.py lands: MxError
             if not hasattr(error, "reply"):
@@ -314,7 +353,8 @@ class DeliveryService:
 
     async def _settle(self, destination: Destination, rows: Sequence[ClaimedRecipient],
                       data: bytes, replies: dict[str, Reply], remote: str | None,
-                      dsn_downstream: bool, lmtp: bool = False) -> None:
+                      dsn_downstream: bool, lmtp: bool = False,
+                      not_before: float | None = None) -> None:
         now = time.time()
         delivery = self.settings.delivery
         outcomes: list[Outcome] = []
@@ -335,6 +375,8 @@ class DeliveryService:
                 self._log(row, destination, remote, now, "sent", text)
             elif reply.code < 500:
                 next_at = min(expires, now + destination.retry.backoff(row.attempts + 1))
+                if not_before is not None:
+                    next_at = min(expires, not_before)
                 warn = (not row.delay_notified and destination.retry.delay_warning > 0
                         and now - row.queued_at >= destination.retry.delay_warning)
                 outcomes.append(Outcome(row.row_id, row.queue_id, row.address, S.DEFERRED,
@@ -430,8 +472,8 @@ def _groups(rows: Sequence[ClaimedRecipient],
     return list(grouped.values())
 
 
-def _pending_state(row: ClaimedRecipient) -> S:
-    return S.QUEUED if row.attempts == 0 else S.DEFERRED
+def _expired(destination: Destination, rows: Sequence[ClaimedRecipient]) -> bool:
+    return any(time.time() >= r.queued_at + destination.retry.lifetime for r in rows)
 
 
 def _dsn_rcpt_params(row: ClaimedRecipient) -> tuple[str, ...]:

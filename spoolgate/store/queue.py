@@ -64,6 +64,9 @@ class Outcome:
     event: str | None = None        # event kind to log; None logs nothing (a postponement)
     detail: str = ""
     retention: float = 0.0          # seconds to keep the message once nothing is pending
+    # A postponement while *route* is down: if the route is up again by the time this is
+    # committed, the row is due at once in arrival order instead of at the next probe.
+    route: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,7 @@ class Queue:
         """Lease up to *limit* due rows, earliest due first, for *lease* seconds."""
         r, m = schema.recipients, schema.messages
         due = (sa.select(r.c.id).where(r.c.state.in_(PENDING), r.c.next_attempt_at <= now)
-               .order_by(r.c.next_attempt_at).limit(limit)
+               .order_by(r.c.next_attempt_at, r.c.queued_at).limit(limit)
                .with_for_update(skip_locked=True))
         with self.store.writing() as conn:
             ids = list(conn.execute(due).scalars())
@@ -103,7 +106,7 @@ class Queue:
                           r.c.attempts, r.c.queued_at, r.c.delay_notified, m.c.sender, m.c.ret,
                           m.c.envid, m.c.body_type, m.c.smtputf8, m.c.size)
                 .join(m, m.c.queue_id == r.c.queue_id).where(r.c.id.in_(ids))
-                .order_by(r.c.next_attempt_at, r.c.id)).all()
+                .order_by(r.c.next_attempt_at, r.c.queued_at, r.c.id)).all()
         return [ClaimedRecipient(*row) for row in rows]
 
     def release_leases(self, now: float, owner: str | None = None) -> int:
@@ -120,13 +123,16 @@ class Queue:
                now: float | None = None) -> None:
         """Apply *outcomes* of this node's leases and queue *notices* (DSNs), atomically."""
         now = time.time() if now is None else now
-        r, e = schema.recipients, schema.events
+        r, e, t = schema.recipients, schema.events, schema.routes
         update = (r.update().where(r.c.id == sa.bindparam("rid"),
                                    r.c.state == S.DELIVERING.value,
                                    r.c.lease_owner == self.node)
                   .values(state=sa.bindparam("new_state"),
                           attempts=r.c.attempts + sa.bindparam("inc"),
-                          next_attempt_at=sa.bindparam("next_at"),
+                          next_attempt_at=sa.case(
+                              (sa.exists().where(t.c.name == sa.bindparam("route"),
+                                                 t.c.state == "up"), r.c.queued_at),
+                              else_=sa.bindparam("next_at")),
                           last_reply=sa.bindparam("reply"),
                           last_attempt_at=sa.case((sa.bindparam("inc") > 0, now),
                                                   else_=r.c.last_attempt_at),
@@ -135,7 +141,7 @@ class Queue:
                           lease_owner=None, lease_until=None, updated_at=now))
         params = [{"rid": o.row_id, "new_state": o.state.value, "inc": int(o.attempted),
                    "next_at": o.next_attempt_at, "reply": o.reply, "mta": o.remote_mta,
-                   "notified": o.delay_notified} for o in outcomes]
+                   "notified": o.delay_notified, "route": o.route} for o in outcomes]
         events = [{"queue_id": o.queue_id, "at": now, "node": self.node, "kind": o.event,
                    "recipient": o.address, "detail": o.detail} for o in outcomes if o.event]
         keep: dict[str, float] = {}
@@ -195,19 +201,22 @@ class Queue:
                 since=now if changed else row.since))
             names = [d.lower() for d in domains]
             if changed and names:
-                conn.execute(r.update().where(r.c.domain.in_(names),
-                                              r.c.state == S.DEFERRED.value)
+                conn.execute(r.update().where(r.c.domain.in_(names), r.c.state.in_(PENDING))
                              .values(next_attempt_at=r.c.queued_at, updated_at=now))
         return changed
 
-    def claim_probe(self, name: str, now: float, next_probe_at: float) -> bool:
-        """Take the one probe of a down route for this node, if it is due and nobody has."""
+    def claim_probe(self, name: str, now: float, next_probe_at: float) -> tuple[bool, float]:
+        """Take the one probe of a down route for this node, if it is due and nobody has.
+
+        Returns whether this node got it, and when the route's next probe is due.
+        """
         t = schema.routes
         with self.store.writing() as conn:
-            result = conn.execute(t.update().where(t.c.name == name, t.c.state == "down",
-                                                   t.c.next_probe_at <= now)
-                                  .values(next_probe_at=next_probe_at, updated_at=now))
-        return result.rowcount == 1
+            got = conn.execute(t.update().where(t.c.name == name, t.c.state == "down",
+                                                t.c.next_probe_at <= now)
+                               .values(next_probe_at=next_probe_at, updated_at=now)).rowcount
+            due = conn.execute(sa.select(t.c.next_probe_at).where(t.c.name == name)).scalar()
+        return got == 1, float(due or now)
 
     # -- operator verbs ----------------------------------------------------------------
 

@@ -65,7 +65,7 @@ PENDING = ("queued", "deferred")
 _pending = recipients.c.state.in_(PENDING)
 # Due-row selection walks this partial index in order: O(log n) however long the
 # queue grows, and no sort of the due rows (an IN over the (state, time) index would).
-sa.Index("recipients_pending", recipients.c.next_attempt_at,
+sa.Index("recipients_pending", recipients.c.next_attempt_at, recipients.c.queued_at,
          sqlite_where=_pending, postgresql_where=_pending)
 sa.Index("recipients_due", recipients.c.state, recipients.c.next_attempt_at)
 sa.Index("recipients_queue_id", recipients.c.queue_id)
