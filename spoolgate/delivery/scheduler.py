@@ -25,6 +25,7 @@ from collections.abc import Coroutine, Sequence
 from spoolgate.config import Settings
 from spoolgate.delivery.client import MailClient, SessionFailed, Timeouts, Transaction, xtext
 from spoolgate.delivery.dsn import Action
+from spoolgate.delivery.mx import MxError, ResolverSettings, resolve_mx
 from spoolgate.delivery.notices import Report, notice_for
 from spoolgate.delivery.recorder import Recorder
 from spoolgate.delivery.routes import Destination, RouteGate, RouteTable
@@ -260,9 +261,7 @@ class DeliveryService:
                 (r.address for r in rows), failure.reply), remote=None, dsn_downstream=False,
                 not_before=probe_at)
             return
-        except Exception as error:  # TEMP until mx.py lands: MxError
-            if not hasattr(error, "reply"):
-                raise
+        except MxError as error:
             await self._settle(destination, rows, data, dict.fromkeys(
                 (r.address for r in rows), error.reply), remote=None, dsn_downstream=False)
             return
@@ -284,8 +283,6 @@ class DeliveryService:
                 destination.host, destination.port, lmtp=destination.lmtp, helo=helo,
                 tls_mode=destination.tls_mode, tls_context=destination.tls_context(),
                 timeouts=self.timeouts)
-        from spoolgate.delivery.mx import ResolverSettings, resolve_mx
-
         dns = self.settings.dns
         resolver = ResolverSettings(tuple((e.host, e.port) for e in dns.nameservers), dns.timeout)
         hosts = await resolve_mx(destination.mx_domain or "", resolver)
