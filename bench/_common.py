@@ -6,6 +6,7 @@ Everything runs on loopback in a temporary folder and is stopped at the end.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -55,15 +56,44 @@ def workdir(prefix: str):
 
 @contextmanager
 def smtp_sink(port: int, folder: Path):
-    """Postfix's smtp-sink, accepting and discarding; yields a function reading its count."""
-    proc = subprocess.Popen(["smtp-sink", "-u", "root", "-c", f"127.0.0.1:{port}", "1000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=folder)
+    """Postfix's smtp-sink, accepting and discarding; yields a function reading its count
+    (messages whose final dot it read, from its ``-c`` counter line)."""
+    out = folder / f"smtp-sink-{port}.out"
+    with out.open("ab") as output:
+        proc = subprocess.Popen(["smtp-sink", "-u", "root", "-c", f"127.0.0.1:{port}", "1000"],
+                                stdout=output, stderr=subprocess.DEVNULL, cwd=folder)
+
+    def count() -> int:
+        found = re.findall(rb"mesg=(\d+)", out.read_bytes()[-4096:])
+        return int(found[-1]) if found else 0
+
     try:
-        wait_port(port)
-        yield proc
+        _wait_listening(port)
+        yield count
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _wait_listening(port: int, timeout: float = 30.0) -> None:
+    """Wait until *port* accepts, without opening a session (smtp-sink counts sessions)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listening = Path("/proc/net/tcp").read_text()
+        if f":{port:04X} 00000000:0000 0A" in listening:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def wait_count(count, target: int, timeout: float = 1800.0, poll: float = 0.02) -> float:
+    """Wait until ``count()`` reaches *target*; return the monotonic time it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if count() >= target:
+            return time.perf_counter()
+        time.sleep(poll)
+    raise RuntimeError(f"only {count()} of {target} messages arrived in {timeout:.0f}s")
 
 
 @contextmanager
@@ -112,11 +142,17 @@ def _alternate_dirs(conf: Path) -> str:
 
 
 def write_spoolgate_config(folder: Path, port: int, route_port: int, workers: int,
-                           store_url: str | None = None) -> Path:
-    config = folder / "spoolgate.toml"
+                           store_url: str | None = None, delivery: bool = False,
+                           name: str = "spoolgate.toml") -> Path:
+    config = folder / name
     config.write_text(f"""\
 [node]
 name = "bench"
+[delivery]
+enabled = {'true' if delivery else 'false'}
+concurrency = 100
+route_concurrency = 20
+initial_concurrency = 20
 [smtp]
 listen = "127.0.0.1:{port}"
 hostname = "mx.bench.test"

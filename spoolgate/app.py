@@ -66,11 +66,15 @@ async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
                                    max_received_headers=settings.smtp.max_received_headers),
                     committer)
     gateway = Gateway(settings, store, committer)
-    if settings.smtp.enabled:
+    # With several ingress processes, delivery gets the primary process to itself (as
+    # Postfix keeps qmgr and smtp apart from smtpd), so the two never share one GIL.
+    listens = settings.smtp.enabled and (
+        not primary or delivery is None or settings.smtp.workers == 1)
+    if listens:
         gateway.smtp = await start_smtp(settings, intake)
     if primary:
         if settings.smtp.enabled:
-            gateway.workers = _spawn_workers(settings)
+            gateway.workers = _spawn_workers(settings, settings.smtp.workers - int(listens))
         gateway.maintenance = asyncio.get_running_loop().create_task(_maintain(store))
     if delivery is not None:
         await delivery.start()
@@ -136,10 +140,10 @@ async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
     stop.set()
 
 
-def _spawn_workers(settings: Settings) -> list[multiprocessing.process.BaseProcess]:
+def _spawn_workers(settings: Settings, count: int) -> list[multiprocessing.process.BaseProcess]:
     context = multiprocessing.get_context("spawn")
     workers = []
-    for number in range(1, settings.smtp.workers):
+    for number in range(1, count + 1):
         worker = context.Process(target=run_worker, args=(settings,), name=f"ingress-{number}",
                                  daemon=True)
         worker.start()

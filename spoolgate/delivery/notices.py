@@ -45,7 +45,7 @@ def notice_for(reports: Sequence[Report], original: bytes, hostname: str, node: 
             will_retry_until=r.will_retry_until) for r in wanted),
         original=original, envid=head.envid, ret=Ret(head.ret) if head.ret else None)
     data = build_dsn(request, now)
-    queue_id = new_queue_id(now)
+    queue_id = new_queue_id()
     kinds = ",".join(sorted({r.action.value for r in wanted}))
     envelope = Envelope(
         sender="", recipients=(Recipient(head.sender, frozenset({Notify.NEVER})),),

@@ -23,6 +23,15 @@ from spoolgate.store import schema
 from spoolgate.store.store import Store, insert_incoming
 
 PENDING = (S.QUEUED.value, S.DEFERRED.value)
+# The partial index's own predicate, as literal SQL: a planner can use a partial index
+# only when the query's condition matches it, which bound parameters never do.
+_PENDING_LITERAL = sa.text("recipients.state IN ('queued', 'deferred')")
+# SQLite's planner, without statistics, prefers the (state, next_attempt_at) index and a
+# sort of every due row; name the partial index (SQLAlchemy does not render SQLite hints).
+_SQLITE_DUE = sa.text(
+    "SELECT id FROM recipients INDEXED BY recipients_pending "
+    "WHERE recipients.state IN ('queued', 'deferred') AND next_attempt_at <= :now "
+    "ORDER BY next_attempt_at, queued_at LIMIT :limit")
 WAITING = (*PENDING, S.DELIVERING.value, S.HELD.value, S.QUARANTINED.value)
 """States in which a message still needs its bytes (not purgeable)."""
 
@@ -91,11 +100,22 @@ class Queue:
     def claim_due(self, now: float, limit: int, lease: float) -> list[ClaimedRecipient]:
         """Lease up to *limit* due rows, earliest due first, for *lease* seconds."""
         r, m = schema.recipients, schema.messages
-        due = (sa.select(r.c.id).where(r.c.state.in_(PENDING), r.c.next_attempt_at <= now)
-               .order_by(r.c.next_attempt_at, r.c.queued_at).limit(limit)
-               .with_for_update(skip_locked=True))
         with self.store.writing() as conn:
-            ids = list(conn.execute(due).scalars())
+            if conn.dialect.name == "sqlite":
+                due = _SQLITE_DUE  # one writer: no row locks needed
+            else:
+                # Walk the partial index in order and stop at *limit*, whatever the
+                # statistics say (stale ones after a burst make the planner sort every
+                # due row instead).
+                conn.exec_driver_sql("SET LOCAL enable_sort = off")
+                conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+                due = (sa.select(r.c.id).where(_PENDING_LITERAL, r.c.next_attempt_at <= now)
+                       .order_by(r.c.next_attempt_at, r.c.queued_at).limit(limit)
+                       .with_for_update(skip_locked=True))
+            ids = list(conn.execute(due, {"now": now, "limit": limit}).scalars())
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("RESET enable_sort")
+                conn.exec_driver_sql("RESET enable_bitmapscan")
             if not ids:
                 return []
             conn.execute(r.update().where(r.c.id.in_(ids)).values(
@@ -155,8 +175,11 @@ class Queue:
                 conn.execute(e.insert(), events)
             if notices:
                 insert_incoming(conn, notices)
+            by_retention: dict[float, list[str]] = {}
             for queue_id, retention in keep.items():
-                _mark_done_if_finished(conn, queue_id, now + retention)
+                by_retention.setdefault(retention, []).append(queue_id)
+            for retention, queue_ids in by_retention.items():
+                _mark_done_if_finished(conn, queue_ids, now + retention)
 
     # -- route health ------------------------------------------------------------------
 
@@ -248,7 +271,7 @@ class Queue:
         count = self._move(WAITING, S.DELETED, "deleted", None, queue_id,
                            skip=(S.DELIVERING.value,))
         with self.store.writing() as conn:
-            _mark_done_if_finished(conn, queue_id, time.time())
+            _mark_done_if_finished(conn, [queue_id], time.time())
         return count
 
     def _move(self, from_states: Sequence[str], to: S, event: str, domain: str | None,
@@ -357,8 +380,10 @@ def _route_row(conn: sa.Connection, name: str, now: float) -> RouteStatus:
     return RouteStatus(*row)
 
 
-def _mark_done_if_finished(conn: sa.Connection, queue_id: str, purge_after: float) -> None:
+def _mark_done_if_finished(conn: sa.Connection, queue_ids: Sequence[str],
+                           purge_after: float) -> None:
+    """Start the retention clock of those *queue_ids* with no recipient waiting any more."""
     r, m = schema.recipients, schema.messages
-    waiting = sa.exists().where(r.c.queue_id == queue_id, r.c.state.in_(WAITING))
-    conn.execute(m.update().where(m.c.queue_id == queue_id, ~waiting)
+    waiting = sa.exists().where(r.c.queue_id == m.c.queue_id, r.c.state.in_(WAITING))
+    conn.execute(m.update().where(m.c.queue_id.in_(queue_ids), ~waiting)
                  .values(purge_after=purge_after))
