@@ -228,7 +228,9 @@ class DeliveryService:
                         rows: list[ClaimedRecipient]) -> None:
         head = rows[0]
         started = time.monotonic()
-        data = await asyncio.to_thread(self.store.message_data, head.queue_id)
+        data = head.data
+        if data is None:
+            data = await asyncio.to_thread(self.store.message_data, head.queue_id)
         if data is None:
             log.error("%s: message data missing; recipients stay queued", head.queue_id)
             return

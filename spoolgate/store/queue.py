@@ -55,6 +55,15 @@ class ClaimedRecipient:
     body_type: str
     smtputf8: bool
     size: int
+    data: bytes | None = None  # the message, when small enough to come with the claim
+
+    def __repr__(self) -> str:  # never dump message bytes into a log line
+        return f"ClaimedRecipient({self.queue_id}, {self.address}, {self.attempts} attempts)"
+
+
+INLINE_DATA_LIMIT = 256 * 1024
+"""Messages up to this size come with their claim (one query for the batch); larger
+ones are read one by one, so a batch never holds many large messages in memory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +133,8 @@ class Queue:
             rows = conn.execute(
                 sa.select(r.c.id, r.c.queue_id, r.c.address, r.c.domain, r.c.orcpt, r.c.notify,
                           r.c.attempts, r.c.queued_at, r.c.delay_notified, m.c.sender, m.c.ret,
-                          m.c.envid, m.c.body_type, m.c.smtputf8, m.c.size)
+                          m.c.envid, m.c.body_type, m.c.smtputf8, m.c.size,
+                          sa.case((m.c.size <= INLINE_DATA_LIMIT, m.c.data), else_=sa.null()))
                 .join(m, m.c.queue_id == r.c.queue_id).where(r.c.id.in_(ids))
                 .order_by(r.c.next_attempt_at, r.c.queued_at, r.c.id)).all()
         return [ClaimedRecipient(*row) for row in rows]
