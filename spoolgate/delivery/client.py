@@ -19,6 +19,7 @@ Failures raise :class:`SessionFailed` carrying the reply that explains them
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import ssl
 from collections.abc import Sequence
@@ -108,8 +109,10 @@ class MailClient:
     @classmethod
     async def open(cls, host: str, port: int, *, lmtp: bool, helo: str, tls_mode: str,
                    tls_context: ssl.SSLContext | None, timeouts: Timeouts,
-                   remote: str | None = None) -> MailClient:
-        """Connect, read the greeting, say EHLO/LHLO and STARTTLS as *tls_mode* asks."""
+                   remote: str | None = None,
+                   auth: tuple[str, str] | None = None) -> MailClient:
+        """Connect, read the greeting, say EHLO/LHLO, STARTTLS as *tls_mode* asks, and
+        authenticate with *auth* (user, password) when given (a smarthost)."""
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port, limit=MAX_REPLY_LINE * 2),
@@ -131,6 +134,8 @@ class MailClient:
                 raise SessionFailed(Reply(451, "4.7.10",
                                           f"{client.remote} does not offer STARTTLS, "
                                           "which this route requires"))
+            if auth is not None:
+                await client._authenticate(*auth, allow_plaintext=tls_mode == "none")
         except BaseException:
             client.abort()
             raise
@@ -257,6 +262,32 @@ class MailClient:
         if ssl_object is not None:
             self.tls = f"{ssl_object.version()}:{ssl_object.cipher()[0]}"
         await self._hello(helo)  # RFC 3207: forget what was said before TLS
+
+    async def _authenticate(self, user: str, password: str, allow_plaintext: bool) -> None:
+        """AUTH PLAIN (RFC 4616), or LOGIN; never a password in clear unless tls is none."""
+        if self.tls is None and not allow_plaintext:
+            raise SessionFailed(Reply(451, "4.7.0", f"{self.remote}: no TLS, so the "
+                                                    "password is not sent"))
+        mechanisms = self.extensions.get("AUTH", "").upper().split()
+        if "PLAIN" in mechanisms:
+            token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+            self._write(f"AUTH PLAIN {token}")
+            reply = await self._read(self.timeouts.command)
+        elif "LOGIN" in mechanisms:
+            self._write("AUTH LOGIN")
+            reply = await self._read(self.timeouts.command)
+            for secret in (user, password):
+                if reply.code != 334:
+                    break
+                self._write(base64.b64encode(secret.encode()).decode())
+                reply = await self._read(self.timeouts.command)
+        else:
+            raise SessionFailed(Reply(451, "4.7.0", f"{self.remote} offers no AUTH PLAIN or "
+                                                    "LOGIN"))
+        if reply.code != 235:
+            # A wrong password is the operator's to fix: the mail waits, it does not bounce.
+            raise SessionFailed(Reply(451, "4.7.0", f"{self.remote} refused our "
+                                                    f"credentials: {reply}"))
 
     def _write(self, *lines: str) -> None:
         if self.broken:

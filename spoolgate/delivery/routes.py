@@ -37,6 +37,10 @@ class Destination:
     retention: float              # seconds a delivered message stays readable
     domains: tuple[str, ...] = ()
     mx_domain: str | None = None
+    auth: tuple[str, str] | None = None  # smarthost credentials
+
+    def __repr__(self) -> str:  # keep the password out of logs and tracebacks
+        return f"Destination({self.name})"
 
     def tls_context(self) -> ssl.SSLContext | None:
         """Verified TLS for ``required`` (configured CA or the system store); else None."""
@@ -69,7 +73,9 @@ class RouteTable:
             name=str(outbound.route), host=outbound.route.host, port=outbound.route.port,
             lmtp=False, tls_mode=outbound.tls, tls_ca=outbound.tls_ca,
             retry=settings.delivery.retry,
-            retention=settings.delivery.retention_days * 86400)
+            retention=settings.delivery.retention_days * 86400,
+            auth=(outbound.username, outbound.password)
+            if outbound.username is not None and outbound.password is not None else None)
 
     def lookup(self, domain: str) -> Destination:
         domain = domain.lower()

@@ -284,7 +284,7 @@ class DeliveryService:
             return await MailClient.open(
                 destination.host, destination.port, lmtp=destination.lmtp, helo=helo,
                 tls_mode=destination.tls_mode, tls_context=destination.tls_context(),
-                timeouts=self.timeouts)
+                timeouts=self.timeouts, auth=destination.auth)
         dns = self.settings.dns
         resolver = ResolverSettings(tuple((e.host, e.port) for e in dns.nameservers), dns.timeout)
         hosts = await resolve_mx(destination.mx_domain or "", resolver)
