@@ -175,7 +175,7 @@ def cmd_queue_move(args: argparse.Namespace) -> int:
         elif args.queue_verb == "release":
             count = queue.release(domain=domain, queue_id=queue_id)
         elif args.queue_verb == "delete":
-            count = queue.delete(queue_id)
+            count = queue.delete(queue_id, settings.delivery.failed_retention_days * 86400)
         else:
             count = bounce(settings, queue, queue_id)
     finally:

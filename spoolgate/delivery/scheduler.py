@@ -210,19 +210,39 @@ class DeliveryService:
         return got
 
     async def _postpone(self, destination: Destination, rows: list[ClaimedRecipient]) -> None:
-        """While a route is down, rows wait for its next probe without a connection."""
+        """While a route is down, rows wait for its next probe without a connection.
+
+        Their senders still get the delay notice when it is due: a long outage must not
+        leave all but the probe's sender uninformed.
+        """
         status = self._status.get(destination.name)
-        until = max(time.time() + 0.1, status.next_probe_at if status else 0.0)
+        now = time.time()
+        until = max(now + 0.1, status.next_probe_at if status else 0.0)
         reason = f"delivery to {destination.name} temporarily suspended: " + (
             status.last_error if status and status.last_error else "route down")
+        warn = {r.row_id for r in rows if self._delay_notice_due(r, destination, now)}
+        reports = [Report(r, Action.DELAYED, "4.4.1", reason, None, None,
+                          will_retry_until=r.queued_at + destination.retry.lifetime)
+                   for r in rows if r.row_id in warn]
         try:
+            notices: list[IncomingMessage] = []
+            if reports:
+                data = rows[0].data
+                if data is None:
+                    data = await asyncio.to_thread(self.store.message_data, rows[0].queue_id)
+                notices = self._notices(reports, data or b"", now)
             await self.recorder.record([
                 Outcome(r.row_id, r.queue_id, r.address, S.DEFERRED, reason, until,
-                        attempted=False, delay_notified=r.delay_notified,
-                        route=destination.name) for r in rows])
+                        attempted=False, delay_notified=r.delay_notified or r.row_id in warn,
+                        route=destination.name) for r in rows], notices)
         except StoreError as error:
             log.error("%s: could not postpone (retried after the lease): %s", rows[0].queue_id,
                       error)
+
+    @staticmethod
+    def _delay_notice_due(row: ClaimedRecipient, destination: Destination, now: float) -> bool:
+        warning = destination.retry.delay_warning
+        return not row.delay_notified and warning > 0 and now - row.queued_at >= warning
 
     async def _transact(self, destination: Destination, gate: RouteGate,
                         rows: list[ClaimedRecipient]) -> None:
@@ -376,8 +396,7 @@ class DeliveryService:
                 next_at = min(expires, now + destination.retry.backoff(row.attempts + 1))
                 if not_before is not None:
                     next_at = min(expires, not_before)
-                warn = (not row.delay_notified and destination.retry.delay_warning > 0
-                        and now - row.queued_at >= destination.retry.delay_warning)
+                warn = self._delay_notice_due(row, destination, now)
                 outcomes.append(Outcome(row.row_id, row.queue_id, row.address, S.DEFERRED,
                                         text, next_at, remote_mta=remote, event="deferred",
                                         detail=detail,
@@ -401,10 +420,10 @@ class DeliveryService:
         last = await asyncio.to_thread(self.queue.last_replies, rows[0].queue_id)
         data = await asyncio.to_thread(self.store.message_data, rows[0].queue_id) or b""
         outcomes, reports = [], []
-        days = destination.retry.lifetime / 86400
         for row in rows:
             reply, remote, attempted = last.get(row.address, (None, None, None))
-            text = f"message expired after {days:g} days in the queue; last reply: {reply or 'none'}"
+            text = (f"message expired after {_duration(destination.retry.lifetime)} in the "
+                    f"queue; last reply: {reply or 'none'}")
             outcomes.append(Outcome(row.row_id, row.queue_id, row.address, S.FAILED, text, now,
                                     attempted=False, event="expired", detail=text,
                                     retention=self.settings.delivery.failed_retention_days * 86400))
@@ -469,6 +488,13 @@ def _groups(rows: Sequence[ClaimedRecipient],
         key = (row.queue_id, destination.name)
         grouped.setdefault(key, (destination, []))[1].append(row)
     return list(grouped.values())
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} seconds"
 
 
 def _expired(destination: Destination, rows: Sequence[ClaimedRecipient]) -> bool:

@@ -276,16 +276,15 @@ class Queue:
         """Return held rows to the queue, due now."""
         return self._move((S.HELD.value,), S.DEFERRED, "released", domain, queue_id)
 
-    def delete(self, queue_id: str) -> int:
-        """Delete a message: its waiting rows are never delivered; the purge removes it."""
-        count = self._move(WAITING, S.DELETED, "deleted", None, queue_id,
-                           skip=(S.DELIVERING.value,))
-        with self.store.writing() as conn:
-            _mark_done_if_finished(conn, [queue_id], time.time())
-        return count
+    def delete(self, queue_id: str, retention: float = 0.0) -> int:
+        """Delete a message: its waiting rows are never delivered; the purge removes it
+        after *retention* seconds (so ``queue show`` still explains it meanwhile)."""
+        return self._move(WAITING, S.DELETED, "deleted", None, queue_id,
+                          skip=(S.DELIVERING.value,), retention=retention)
 
     def _move(self, from_states: Sequence[str], to: S, event: str, domain: str | None,
-              queue_id: str | None, skip: Sequence[str] = ()) -> int:
+              queue_id: str | None, skip: Sequence[str] = (),
+              retention: float | None = None) -> int:
         if domain is None and queue_id is None:
             raise ValueError("name a queue ID or a domain")
         now = time.time()
@@ -303,6 +302,9 @@ class Queue:
             conn.execute(schema.events.insert(), [
                 {"queue_id": row.queue_id, "at": now, "node": self.node, "kind": event,
                  "recipient": row.address, "detail": "by operator"} for row in moved])
+            if retention is not None:
+                _mark_done_if_finished(conn, sorted({row.queue_id for row in moved}),
+                                       now + retention)
         return len(moved)
 
     def pending_rows(self, queue_id: str) -> list[ClaimedRecipient]:

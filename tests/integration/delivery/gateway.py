@@ -7,7 +7,7 @@ import json
 import smtplib
 import time
 from collections.abc import Callable, Sequence
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from typing import Any
 
 from tests.gateway_process import GatewayProcess
@@ -83,3 +83,10 @@ def wait_states(gateway: GatewayProcess, expected: dict[str, int], timeout: floa
             return found
         time.sleep(0.2)
     raise AssertionError(f"states {found}, expected {expected}\n{gateway.log[-3000:]}")
+
+
+def delivery_report(notice: Message) -> tuple[Message, list[Message]]:
+    """The per-message fields and the per-recipient blocks of a DSN."""
+    status = next(p for p in notice.walk() if p.get_content_type() == "message/delivery-status")
+    blocks = status.get_payload()
+    return blocks[0], [b for b in blocks[1:] if b.get("Final-Recipient")]
