@@ -86,7 +86,7 @@ def _wait_listening(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
-def wait_count(count, target: int, timeout: float = 1800.0, poll: float = 0.02) -> float:
+def wait_count(count, target: int, timeout: float = 300.0, poll: float = 0.02) -> float:
     """Wait until ``count()`` reaches *target*; return the monotonic time it did."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -195,6 +195,23 @@ def process_tree_rss_peak(pid: int) -> dict[int, int]:
         except FileNotFoundError:
             pass
     return peaks
+
+
+def process_tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) so far of *pid* and its children."""
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = {}
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        cpu[p] = (int(fields[11]) + int(fields[12])) / ticks
+    return cpu
 
 
 def smtp_source(port: int, messages: int, sessions: int, size: int) -> float:

@@ -1,8 +1,10 @@
 """The company's mail server, run for real on loopback: Postfix, Dovecot LMTP, smtp-sink.
 
 Owns the test doubles of Spoolgate's downstream, each a real daemon in its own folder on
-its own port: :class:`PostfixDownstream` (SMTP into Maildir, optional STARTTLS),
-:class:`DovecotLmtp` (LMTP/IMAP, optional over-quota users), :class:`SmtpSink` (Postfix's
+its own port: :class:`PostfixDownstream` (SMTP into Maildir, optional STARTTLS, optional
+SASL AUTH as a smarthost), :class:`DovecotLmtp` (LMTP/IMAP, optional over-quota users),
+:class:`DovecotAuth` (only Dovecot's auth service, Postfix's SASL back end), :class:`Smarthost`
+(the two together: a relay that wants AUTH), :class:`SmtpSink` (Postfix's
 smtp-sink for misbehaving servers) and :class:`ConnectionCounter` (a server that is down,
 counting the connection attempts). Every class is a context manager that starts on enter
 and stops on exit; ``stop()`` is idempotent. Start-up waits for the port with a deadline.
@@ -256,11 +258,17 @@ class PostfixDownstream:
     so other domains pass the relay check but hit the ``error`` transport: ``550 5.1.1``
     at RCPT, nothing leaves. Messages of any size (*size_limit* 0) and SMTPUTF8 are accepted;
     STARTTLS is offered only with *tls*, signed by the CA in :attr:`ca_file`.
+
+    With *sasl_auth_port* it is a smarthost: AUTH is checked by the Dovecot auth service on
+    that port (:class:`DovecotAuth`), offered only after STARTTLS when *tls* is on, and a
+    client outside *mynetworks* that has not authenticated gets ``554 5.7.1`` at RCPT, even
+    for this server's own domains. Give a *mynetworks* without loopback to require AUTH.
     """
 
     def __init__(self, folder: Path, port: int, domains: Sequence[str] = ("example.test",),
                  recipients: Mapping[str, Sequence[str]] | None = None, *, tls: bool = False,
-                 size_limit: int = 0, hostname: str = "downstream.test") -> None:
+                 size_limit: int = 0, hostname: str = "downstream.test",
+                 sasl_auth_port: int | None = None, mynetworks: str = "127.0.0.0/8") -> None:
         self.folder = folder
         self.port = port
         self.domains = tuple(domains)
@@ -271,6 +279,8 @@ class PostfixDownstream:
         self.tls = tls
         self.size_limit = size_limit
         self.hostname = hostname
+        self.sasl_auth_port = sasl_auth_port
+        self.mynetworks = mynetworks
         self.conf_dir = folder / "conf"
         self.mail_dir = folder / "mail"
         self.log_path = folder / "postfix.log"
@@ -408,7 +418,8 @@ class PostfixDownstream:
             tls_lines = (f"smtpd_tls_security_level = may\n"
                          f"smtpd_tls_chain_files = {files.key_file}, {files.cert_file}\n"
                          f"smtpd_tls_loglevel = 1\n")
-        (self.conf_dir / "main.cf").write_text(self._main_cf(mailboxes) + tls_lines)
+        (self.conf_dir / "main.cf").write_text(self._main_cf(mailboxes) + tls_lines
+                                               + self._sasl_lines())
         # Postfix waits (300 ms naps, about 2 s) while its config and map files look freshly
         # written, in case an editor is still at work; ours are complete, so date them back.
         past = time.time() - 60
@@ -418,6 +429,7 @@ class PostfixDownstream:
 
     def _main_cf(self, mailboxes: Path) -> str:
         base = self.folder
+        sasl = "" if self.sasl_auth_port is None else " permit_sasl_authenticated"
         return f"""\
 compatibility_level = 3.6
 queue_directory = {base}/queue
@@ -434,8 +446,8 @@ virtual_mailbox_maps = texthash:{mailboxes}
 virtual_uid_maps = static:{MAIL_UID}
 virtual_gid_maps = static:{MAIL_UID}
 virtual_minimum_uid = 1
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks reject_unauth_destination
+mynetworks = {self.mynetworks}
+smtpd_relay_restrictions = permit_mynetworks{sasl} reject_unauth_destination
 smtpd_peername_lookup = no
 smtp_dns_support_level = disabled
 default_transport = error:outbound mail is disabled in tests
@@ -447,6 +459,17 @@ in_flow_delay = 0
 enable_long_queue_ids = yes
 maillog_file = {self.log_path}
 maillog_file_prefixes = /var, /dev/stdout, {base}
+"""
+
+    def _sasl_lines(self) -> str:
+        if self.sasl_auth_port is None:
+            return ""
+        return f"""\
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = inet:127.0.0.1:{self.sasl_auth_port}
+smtpd_tls_auth_only = {"yes" if self.tls else "no"}
+smtpd_recipient_restrictions = permit_mynetworks permit_sasl_authenticated reject
 """
 
     def _diagnostics(self) -> str:
@@ -626,6 +649,184 @@ service lmtp {{
   }}
 }}
 {imap}"""
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class DovecotAuth:
+    """Only Dovecot's auth service, on 127.0.0.1:*port*: the SASL back end of a Postfix
+    smarthost (``PostfixDownstream(..., sasl_auth_port=port)``).
+
+    *users* maps user names to passwords (a passwd-file with ``{PLAIN}`` schemes); PLAIN and
+    LOGIN are offered (Dovecot counts loopback as secured, so whether AUTH needs TLS is
+    Postfix's choice), and a failed login is answered at once and logged (``auth_verbose``): no
+    ``auth_failure_delay``, and no growing penalty for the client's IP (Dovecot's documented
+    switch: the ``anvil-auth-penalty`` listener with mode 0), so retries are not slowed.
+    Started and stopped like :class:`DovecotLmtp`.
+    """
+
+    def __init__(self, folder: Path, port: int,
+                 users: Mapping[str, str] | None = None) -> None:
+        self.folder = folder
+        self.port = port
+        self.users = dict(users if users is not None else {"relayuser": PASSWORD})
+        self.config = folder / "dovecot.conf"
+        self.log_path = folder / "dovecot.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the Dovecot master started by :meth:`start` is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 30.0) -> Self:
+        """Start Dovecot in the foreground as our child; return once the auth service
+        sends its handshake (``VERSION``) on the port."""
+        if self.is_running:
+            return self
+        self._configure()
+        output = (self.folder / "dovecot.out").open("ab")
+        self._proc = subprocess.Popen(["dovecot", "-F", "-c", str(self.config)],
+                                      stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+                                      start_new_session=True)
+        output.close()
+        try:
+            wait_until(self._answers, timeout, f"Dovecot auth on port {self.port}")
+        except (TimeoutError, RuntimeError) as error:
+            self.stop()
+            out = (self.folder / "dovecot.out").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{error}\n{out}\n{self.log_text()[-2000:]}") from None
+        return self
+
+    def _answers(self) -> bool:
+        if not self.is_running:
+            raise RuntimeError("dovecot exited")
+        return is_listening(self.port) and greeting(self.port).startswith(b"VERSION\t")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop Dovecot (SIGTERM to the master, reaped by us) and wait until none of its
+        processes is left and the port is released.
+
+        An auth process that still serves a client (a running Postfix keeps its SASL
+        connection open) outlives the master; after a short grace it gets SIGTERM itself.
+        """
+        if self._proc is None:
+            return
+        pids = process_tree(self._proc.pid) if self.is_running else []
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout)
+        self._proc = None
+        try:
+            wait_until(lambda: not any(map(is_alive, pids)), 2.0, "Dovecot children gone")
+        except TimeoutError:
+            for pid in filter(is_alive, pids):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass  # exited meanwhile
+        _wait_gone(pids, timeout)
+        wait_until(lambda: not is_listening(self.port), timeout, "Dovecot auth port released")
+
+    def log_text(self) -> str:
+        """Dovecot's log of this instance."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def _configure(self) -> None:
+        _mkdir(self.folder)
+        users_file = self.folder / "users"
+        users_file.write_text("".join(f"{user}:{{PLAIN}}{password}:{MAIL_UID}:{MAIL_UID}::"
+                                      f"{self.folder}::\n"
+                                      for user, password in self.users.items()))
+        users_file.chmod(0o644)
+        self.config.write_text(f"""\
+base_dir = {self.folder}/run
+state_dir = {self.folder}/state
+log_path = {self.log_path}
+protocols = none
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = yes
+auth_mechanisms = plain login
+auth_failure_delay = 0
+auth_verbose = yes
+first_valid_uid = 1
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {users_file}
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {users_file}
+}}
+service auth {{
+  inet_listener {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+}}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+""")
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class Smarthost:
+    """A relay that takes mail only after AUTH: :class:`PostfixDownstream` for *domains* on
+    *port*, checking passwords with its own :class:`DovecotAuth` on *auth_port*.
+
+    Its mynetworks is TEST-NET-1 (192.0.2.0/24), never loopback, so a client that has not
+    authenticated gets ``554 5.7.1`` at RCPT even for *domains*; with *tls* AUTH is offered
+    only after STARTTLS (CA in ``postfix.ca_file``), without it AUTH is offered in clear.
+    Starts Dovecot first and stops Postfix first, so no smtpd holds a SASL connection then.
+    """
+
+    def __init__(self, folder: Path, port: int, auth_port: int,
+                 domains: Sequence[str] = ("remote.test",), *, tls: bool = True,
+                 users: Mapping[str, str] | None = None,
+                 hostname: str = "smarthost.test") -> None:
+        self.auth = DovecotAuth(folder / "auth", auth_port, users)
+        self.postfix = PostfixDownstream(folder / "postfix", port, domains, tls=tls,
+                                         hostname=hostname, sasl_auth_port=auth_port,
+                                         mynetworks="192.0.2.0/24")
+
+    @property
+    def route(self) -> str:
+        """The gateway route to this smarthost."""
+        return self.postfix.route
+
+    def start(self) -> Self:
+        """Start Dovecot's auth service, then Postfix."""
+        self.auth.start()
+        try:
+            self.postfix.start()
+        except BaseException:
+            self.auth.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop Postfix, then Dovecot."""
+        try:
+            self.postfix.stop()
+        finally:
+            self.auth.stop()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -32,6 +32,7 @@ MAX_REPLY_LINES = 100
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
 _LONE_LF = re.compile(rb"(?<!\r)\n")
 _LONE_CR = re.compile(rb"\r(?!\n)")
+_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,8 @@ def parse_reply(lines: Sequence[bytes]) -> Reply:
 
 def canonical_data(data: bytes) -> bytes:
     """Message bytes as they go on the wire after DATA: CRLF only, dot-stuffed, ended."""
-    data = _LONE_CR.sub(b"\r\n", _LONE_LF.sub(b"\r\n", data))
+    if _BARE.search(data):  # never for what ingress stored; one scan to make sure
+        data = _LONE_CR.sub(b"\r\n", _LONE_LF.sub(b"\r\n", data))
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     if data.startswith(b"."):

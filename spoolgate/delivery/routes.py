@@ -12,6 +12,7 @@ idle connections for reuse, and its health as last read from the store.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -43,8 +44,9 @@ class Destination:
         return f"Destination({self.name})"
 
     def tls_context(self) -> ssl.SSLContext | None:
-        """Verified TLS for ``required`` (configured CA or the system store); else None."""
-        if self.tls_mode != "required":
+        """Verified TLS (configured CA or the system store) for ``required``, and for any
+        route we send a password to unless its tls is ``none``; else None (unverified)."""
+        if self.tls_mode == "none" or (self.tls_mode != "required" and self.auth is None):
             return None
         context = ssl.create_default_context(cafile=str(self.tls_ca) if self.tls_ca else None)
         return context
@@ -117,21 +119,44 @@ class RouteGate:
     down: bool = False
     latency: float = 0.0          # moving average of transaction time, seconds
     idle: list[tuple[float, MailClient]] = field(default_factory=list)
-    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _waiters: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
 
     def __post_init__(self) -> None:
         self.limit = float(self.initial)
 
     async def acquire(self) -> None:
-        """Wait for a slot: one while the route is down (the probe), else the ramp's limit."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.in_use < self.allowed)
+        """Wait for a slot: one while the route is down (the probe), else the ramp's limit.
+
+        Waiters queue in order and a released slot goes to the first of them, so a
+        release wakes one task, not every waiting one.
+        """
+        if self.in_use < self.allowed and not self._waiters:
             self.in_use += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release_slot()  # granted, then cancelled: pass it on
+            else:
+                self._waiters.remove(waiter)
+            raise
 
     async def release(self) -> None:
-        async with self._changed:
-            self.in_use -= 1
-            self._changed.notify_all()
+        self._release_slot()
+
+    def _release_slot(self) -> None:
+        self.in_use -= 1
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters and self.in_use < self.allowed:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.in_use += 1
+                waiter.set_result(None)
 
     @property
     def allowed(self) -> int:
@@ -143,17 +168,17 @@ class RouteGate:
         self.latency = seconds if self.latency == 0 else 0.9 * self.latency + 0.1 * seconds
         if not rising:
             self.limit = min(self.maximum, self.limit + 1 / max(1.0, self.limit))
+            self._grant()
 
     def backed_off(self) -> None:
         """Multiplicative decrease after a temporary failure."""
         self.limit = max(1.0, self.limit / 2)
 
     async def set_down(self, down: bool) -> None:
-        async with self._changed:
-            if self.down and not down:
-                self.limit = float(self.initial)  # ramp up again after an outage
-            self.down = down
-            self._changed.notify_all()
+        if self.down and not down:
+            self.limit = float(self.initial)  # ramp up again after an outage
+        self.down = down
+        self._grant()
 
     def take_idle(self) -> MailClient | None:
         while self.idle:

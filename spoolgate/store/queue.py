@@ -109,7 +109,7 @@ class Queue:
     def claim_due(self, now: float, limit: int, lease: float) -> list[ClaimedRecipient]:
         """Lease up to *limit* due rows, earliest due first, for *lease* seconds."""
         r, m = schema.recipients, schema.messages
-        with self.store.writing() as conn:
+        with self.store.writing(durable=False) as conn:
             if conn.dialect.name == "sqlite":
                 due = _SQLITE_DUE  # one writer: no row locks needed
             else:

@@ -94,9 +94,14 @@ class Store:
         self._write_lock.close()
 
     @contextmanager
-    def writing(self) -> Iterator[sa.Connection]:
-        """One write transaction under the node's write lock (for the store package)."""
-        with self._writing() as conn:
+    def writing(self, durable: bool = True) -> Iterator[sa.Connection]:
+        """One write transaction under the node's write lock (for the store package).
+
+        ``durable=False`` is for changes a crash may undo without harm, such as a lease
+        (a restarted node returns its leases anyway): on SQLite that commit skips its
+        fsync, and the next durable commit makes it durable too (WAL order).
+        """
+        with self._writing(durable) as conn:
             yield conn
 
     @contextmanager
@@ -105,10 +110,21 @@ class Store:
             yield conn
 
     @contextmanager
-    def _writing(self) -> Iterator[sa.Connection]:
+    def _writing(self, durable: bool = True) -> Iterator[sa.Connection]:
+        relaxed = not durable and self.backend == "sqlite"
         try:
-            with self._write_lock.held(), self.engine.begin() as conn:
-                yield conn
+            with self._write_lock.held(), self.engine.connect() as conn:
+                # On the DBAPI connection: through SQLAlchemy the PRAGMA would open the
+                # transaction that begin() opens next.
+                raw = conn.connection.driver_connection if relaxed else None
+                if raw is not None:
+                    raw.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    if raw is not None:
+                        raw.execute("PRAGMA synchronous=FULL")
         except sa.exc.SQLAlchemyError as error:
             raise StoreError(str(error.orig if hasattr(error, "orig") else error),
                              conflict=isinstance(error, sa.exc.IntegrityError)) from error

@@ -14,7 +14,13 @@ from typing import Any
 
 import pytest
 
-from tests.downstream import ConnectionCounter, DovecotLmtp, PostfixDownstream, SmtpSink
+from tests.downstream import (
+    ConnectionCounter,
+    DovecotLmtp,
+    PostfixDownstream,
+    Smarthost,
+    SmtpSink,
+)
 from tests.gateway_process import free_port
 
 
@@ -70,3 +76,16 @@ def connection_counter() -> Iterator[ConnectionCounter]:
     """A server that is down: counts connections, answers 421 and closes."""
     with ConnectionCounter(free_port()) as counter:
         yield counter
+
+
+@pytest.fixture
+def smarthost_factory(folder: Path) -> Iterator[Callable[..., Smarthost]]:
+    """Start smarthosts that want AUTH (Postfix + Dovecot SASL), for remote.test by default:
+    ``factory(tls=True, users={"relayuser": "secret"})``."""
+    numbers = itertools.count()
+    with ExitStack() as stack:
+        def make(**kwargs: Any) -> Smarthost:
+            sub = folder / f"smarthost{next(numbers)}"
+            return stack.enter_context(Smarthost(sub, free_port(), free_port(), **kwargs))
+
+        yield make
