@@ -150,9 +150,6 @@ def write_spoolgate_config(folder: Path, port: int, route_port: int, workers: in
 name = "bench"
 [delivery]
 enabled = {'true' if delivery else 'false'}
-concurrency = 100
-route_concurrency = 20
-initial_concurrency = 20
 [smtp]
 listen = "127.0.0.1:{port}"
 hostname = "mx.bench.test"
