@@ -229,7 +229,7 @@ def _multi_row_insert(table: sa.Table, columns: tuple[str, ...], rows: int, para
             + ", ".join([row] * rows))
 
 
-def _insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
+def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
     """Insert *rows* with multi-row VALUES statements, in as few steps as possible.
 
     The hot path of group commit: one statement per table instead of one database
@@ -274,9 +274,9 @@ def insert_incoming(conn: sa.Connection, batch: Sequence[IncomingMessage]) -> No
             event_rows.append({"queue_id": msg.queue_id, "at": msg.received_at,
                                "node": msg.node, "kind": kind, "recipient": None,
                                "detail": detail})
-    _insert_rows(conn, schema.messages, message_rows)
-    _insert_rows(conn, schema.recipients, recipient_rows)
-    _insert_rows(conn, schema.events, event_rows)
+    insert_rows(conn, schema.messages, message_rows)
+    insert_rows(conn, schema.recipients, recipient_rows)
+    insert_rows(conn, schema.events, event_rows)
 
 
 def open_store(url: str, auto_migrate: bool = True) -> Store:
