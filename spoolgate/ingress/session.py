@@ -246,6 +246,8 @@ class SmtpSession(SMTP):
             inside, param_text = split_path(arg[3:])
             if not inside:
                 raise ValueError("empty recipient")
+            if inside.lower() == "postmaster" and self._policy.postmaster:
+                inside = self._policy.postmaster  # RFC 5321 4.5.1: no domain needed
             mailbox = parse_mailbox(inside, self._mail_params.smtputf8)
         except ValueError as error:
             raise SmtpError(501, "5.1.3", f"Bad recipient address syntax: {error}") from None

@@ -9,6 +9,7 @@ the messages whose DATA got 250 in this module, addressed only to example.test.
 
 from __future__ import annotations
 
+import json
 import re
 import smtplib
 import ssl
@@ -248,3 +249,15 @@ def test_store_holds_exactly_the_accepted_messages(store: Store,
     for entry in store.list_queue():
         assert [r.address for r in entry.recipients] == [accepted[entry.queue_id]]
         assert entry.recipients[0].address.endswith("@example.test")
+
+
+def test_a_bare_postmaster_is_accepted_and_stored_for_the_first_domain(gateway) -> None:
+    # RFC 5321 4.5.1: "RCPT TO:<postmaster>" without a domain must be accepted.
+    with smtplib.SMTP("127.0.0.1", gateway.port, timeout=10) as smtp:
+        smtp.ehlo("client.test")
+        assert smtp.docmd("MAIL FROM:<someone@remote.test>")[0] == 250
+        assert smtp.docmd("RCPT TO:<Postmaster>")[0] == 250
+        code, _ = smtp.data(b"Subject: hello postmaster\r\n\r\nhi\r\n")
+        assert code == 250
+    (entry,) = json.loads(gateway.cli("queue", "list", "--json").stdout)
+    assert [r["address"] for r in entry["recipients"]] == ["postmaster@example.test"]

@@ -65,9 +65,21 @@ def test_unicode_lookalike_domain_is_foreign() -> None:
 
 
 @pytest.mark.parametrize("address", ["carol@users.test", "alice.x@users.test", "bob@users.test",
-                                     "postmaster@users.test", '"alice "@users.test'])
+                                     '"alice "@users.test', "postmaster.x@users.test"])
 def test_domain_with_a_recipient_list_refuses_unknown_users(address: str) -> None:
     assert refusal(address) == (550, "5.1.1")
+
+
+@pytest.mark.parametrize("address", ["postmaster@users.test", "PostMaster@users.test",
+                                     "postmaster@example.test"])
+def test_postmaster_is_accepted_for_every_domain_even_off_the_list(address: str) -> None:
+    # RFC 5321 4.5.1: every domain must accept the reserved mailbox, case-insensitively.
+    assert POLICY.check(parse_mailbox(address)) is None
+
+
+def test_a_bare_postmaster_means_the_first_domains_postmaster() -> None:
+    assert POLICY.postmaster == "postmaster@example.test"
+    assert RecipientPolicy({}).postmaster is None
 
 
 def test_refusals_carry_the_replies_clients_see() -> None:
