@@ -32,6 +32,7 @@ MAX_REPLY_LINES = 100
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
 _LONE_LF = re.compile(rb"(?<!\r)\n")
 _LONE_CR = re.compile(rb"\r(?!\n)")
+_BREAKS = re.compile(r"[\r\n\0]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,10 @@ class MailClient:
         Raises :class:`SessionFailed` when the connection breaks before the server
         answered for the recipients (the outcome is then unknown to us: deferred).
         """
+        if any(_BREAKS.search(a) for a in (tx.sender, *tx.recipients)):
+            # Ingress never stores such an address; refuse rather than inject a command.
+            return dict.fromkeys(tx.recipients, Reply(553, "5.1.3", "address with a line "
+                                                                    "break or NUL"))
         if tx.smtputf8 and "SMTPUTF8" not in self.extensions:
             return dict.fromkeys(tx.recipients, Reply(
                 553, "5.6.7", f"{self.remote} does not support SMTPUTF8, which this message needs"))

@@ -110,7 +110,11 @@ class DeliveryService:
                     if not failing:
                         log.error("delivery paused: the store failed: %s", error)
                     failing = True
-            await self._dispatch(claimed, down)
+            try:
+                await self._dispatch(claimed, down)
+            except StoreError as error:  # a probe claim failed: those rows wait for the lease
+                log.error("delivery: could not dispatch %d recipients (they return to the "
+                          "queue when their lease ends): %s", len(claimed), error)
             if claimed and len(claimed) >= free:
                 continue  # more may be due; the next turn waits if no slot is free
             try:  # new mail (wake), a finished delivery (a free slot) or the poll interval
@@ -179,7 +183,7 @@ class DeliveryService:
                        probe: bool = False) -> None:
         now = time.time()
         expired = [r for r in rows if now >= r.queued_at + destination.retry.lifetime]
-        live = [r for r in rows if r not in expired]
+        live = [r for r in rows if now < r.queued_at + destination.retry.lifetime]
         try:
             if expired:
                 await self._expire(destination, expired, now)

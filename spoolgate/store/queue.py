@@ -23,7 +23,7 @@ from spoolgate.mail.states import RecipientState as S
 from spoolgate.store import schema
 from spoolgate.store.store import Store, insert_incoming, insert_rows
 
-PENDING = (S.QUEUED.value, S.DEFERRED.value)
+PENDING = schema.PENDING  # due for an attempt: the partial index's states
 # The partial index's own predicate, as literal SQL: a planner can use a partial index
 # only when the query's condition matches it, which bound parameters never do.
 _PENDING_LITERAL = sa.text("recipients.state IN ('queued', 'deferred')")

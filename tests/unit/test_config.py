@@ -197,6 +197,30 @@ MISTAKES = {
                        "unknown value 'xml' (expected text or json)"),
     "log level not a string": ("[log]\nlevel = 10\n" + DOMAIN, "[log].level",
                                "expected a string, got an integer"),
+    # delivery, outbound, dns
+    "backoff upside down": ("[delivery]\nmin_backoff = 600\nmax_backoff = 60\n" + DOMAIN,
+                            "[delivery].max_backoff", "must be at least min_backoff (600)"),
+    "negative lifetime": ("[delivery]\nlifetime = -1\n" + DOMAIN, "[delivery].lifetime",
+                          "must be at least 0"),
+    "ramp above the limit": ("[delivery]\nroute_concurrency = 4\ninitial_concurrency = 5\n"
+                             + DOMAIN, "[delivery].initial_concurrency",
+                             "must not exceed route_concurrency (4)"),
+    "unknown delivery key": ("[delivery]\nretries = 3\n" + DOMAIN, "[delivery].retries",
+                             "unknown key"),
+    "domain tls mode": (DOMAIN + 'tls = "sometimes"\n', "[[domains]][1].tls",
+                        "unknown value 'sometimes' (expected none or opportunistic or required)"),
+    "domain retry override": (DOMAIN + "min_backoff = 0\n", "[[domains]][1].min_backoff",
+                              "must be at least 0.01"),
+    "missing tls_ca": (DOMAIN + 'tls_ca = "nowhere.pem"\n', "[[domains]][1].tls_ca",
+                       "no such file"),
+    "lmtp outbound": ('[outbound]\nroute = "lmtp://relay.test"\n' + DOMAIN,
+                      "[outbound].route", "must be smtp://"),
+    "password alone": ('[outbound]\nroute = "smtp://relay.test:587"\npassword = "x"\n' + DOMAIN,
+                       "[outbound].username", "go together"),
+    "auth without smarthost": ('[outbound]\nusername = "u"\npassword = "p"\n' + DOMAIN,
+                               "[outbound].username", "needs a smarthost"),
+    "bad nameserver": ('[dns]\nnameservers = ["127.0.0.1:99999"]\n' + DOMAIN,
+                       "[dns].nameservers[1]", "bad port"),
 }
 
 
@@ -205,6 +229,26 @@ def test_mistake_is_named_by_file_and_key(tmp_path: Path, text: str, key: str,
                                           problem: str) -> None:
     error, path = config_error(tmp_path, text)
     assert_located(error, path, key, problem)
+
+
+def test_delivery_defaults_and_per_domain_overrides(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, (
+        '[delivery]\nmin_backoff = 60\nlifetime = 86400\n[outbound]\n'
+        'route = "smtp://relay.test:587"\nusername = "u"\npassword = "p"\n'
+        '[dns]\nnameservers = ["127.0.0.1:5353", "10.0.0.1"]\n'
+        + DOMAIN + 'tls = "required"\nmax_backoff = 120\nretention_days = 0\n')))
+    domain = settings.domains[0]
+    assert settings.delivery.retry.min_backoff == 60 and settings.delivery.retry.lifetime == 86400
+    # A domain inherits what it does not set and overrides the rest.
+    assert (domain.retry.min_backoff, domain.retry.max_backoff, domain.retry.lifetime) == \
+        (60, 120, 86400)
+    assert domain.tls == "required" and domain.retention_days == 0
+    assert str(settings.outbound.route) == "smtp://relay.test:587"
+    assert [str(e) for e in settings.dns.nameservers] == ["127.0.0.1:5353", "10.0.0.1:53"]
+    defaults = load_settings(write(tmp_path, DOMAIN, "plain.toml"))
+    assert defaults.outbound.route is None  # direct MX delivery
+    assert defaults.delivery.retry.delay_warning == 4 * 3600
+    assert defaults.domains[0].tls == "opportunistic"
 
 
 def test_unknown_route_scheme_message(tmp_path: Path) -> None:
