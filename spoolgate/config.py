@@ -138,6 +138,7 @@ class OutboundSettings:
 
     route: Route | None = None       # None: look up the recipient domain's MX
     mx_port: int = 25
+    allow_private_mx: bool = False   # deliver to MX hosts on loopback/private addresses
     tls: str = "opportunistic"
     tls_ca: Path | None = None
     username: str | None = None
@@ -428,7 +429,9 @@ def _outbound(table: _Table) -> OutboundSettings:
             raise table.error("route", "the outbound route must be smtp:// (or \"mx\")")
     tls, ca = _tls(table, d.tls)
     outbound = OutboundSettings(
-        route=route, mx_port=table.number("mx_port", d.mx_port, 1), tls=tls, tls_ca=ca,
+        route=route, mx_port=table.number("mx_port", d.mx_port, 1),
+        allow_private_mx=table.get("allow_private_mx", bool, d.allow_private_mx),
+        tls=tls, tls_ca=ca,
         username=table.get("username", str, None), password=table.get("password", str, None))
     if (outbound.username is None) != (outbound.password is None):
         raise table.error("password" if outbound.password is None else "username",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import time
 from collections.abc import Coroutine, Sequence
@@ -317,8 +318,11 @@ class DeliveryService:
         resolver = ResolverSettings(tuple((e.host, e.port) for e in dns.nameservers), dns.timeout)
         hosts = await resolve_mx(destination.mx_domain or "", resolver)
         failure: SessionFailed | None = None
+        allow_private = self.settings.outbound.allow_private_mx
         for host in hosts:
             for address in host.addresses:
+                if not allow_private and not ipaddress.ip_address(address).is_global:
+                    continue  # a stranger's MX must not aim our mail at internal hosts
                 try:
                     return await MailClient.open(
                         address, destination.port, lmtp=False, helo=helo,
@@ -326,7 +330,10 @@ class DeliveryService:
                         timeouts=self.timeouts, remote=host.name)
                 except SessionFailed as error:
                     failure = error
-        raise failure or SessionFailed(Reply(451, "4.4.4", "no usable MX host"))
+        if failure is None:
+            raise MxError(Reply(554, "5.4.4", f"the MX hosts of {destination.mx_domain} have "
+                                              "only non-public addresses"))
+        raise failure
 
     def _transaction(self, head: ClaimedRecipient, rows: Sequence[ClaimedRecipient],
                      data: bytes, client: MailClient) -> Transaction:

@@ -27,7 +27,8 @@ def test_a_failure_notice_goes_to_the_senders_mx_found_through_the_configured_re
                      "mx.remote.test. 300 IN A 127.0.0.1\n")
     gateway = start_delivering(
         gateway_factory, sqlite_url, {"example.test": company.route},
-        extra={"outbound": {"route": "mx", "mx_port": senders_mx.port, "tls": "none"},
+        extra={"outbound": {"route": "mx", "mx_port": senders_mx.port, "tls": "none",
+                            "allow_private_mx": True},  # the test MX is on loopback
                "dns": {"nameservers": [f"127.0.0.1:{loopback_dns.port}"], "timeout": 2.0}})
     # The company's Postfix knows only alice: bob gets 550 5.1.1 at RCPT.
     send(gateway, message(1), recipients=["bob@example.test"])
@@ -44,6 +45,27 @@ def test_a_failure_notice_goes_to_the_senders_mx_found_through_the_configured_re
     # The notice itself went from the null sender and is now delivered.
     notice = [e for e in queue_json(gateway) if e["sender"] == ""]
     assert notice and notice[0]["recipients"][0]["state"] == "delivered"
+
+
+def test_by_default_a_notice_is_never_sent_to_an_mx_on_a_private_address(
+        gateway_factory, sqlite_url, postfix_downstream_factory, loopback_dns) -> None:
+    company = postfix_downstream_factory(recipients={"example.test": ["alice"]})
+    internal = postfix_downstream_factory(domains=("remote.test",))
+    # The sender's domain points its MX at an address inside our network.
+    loopback_dns.add("remote.test. 300 IN MX 10 mx.remote.test.\n"
+                     "mx.remote.test. 300 IN A 127.0.0.1\n")
+    gateway = start_delivering(
+        gateway_factory, sqlite_url, {"example.test": company.route},
+        extra={"outbound": {"route": "mx", "mx_port": internal.port, "tls": "none"},
+               "dns": {"nameservers": [f"127.0.0.1:{loopback_dns.port}"], "timeout": 2.0}})
+    send(gateway, message(1), recipients=["bob@example.test"])
+
+    wait_states(gateway, {"failed": 2})  # bob, then the notice itself
+
+    (notice,) = [e for e in queue_json(gateway) if e["sender"] == ""]
+    assert notice["recipients"][0]["last_reply"].startswith("554 5.4.4")
+    assert internal.count() == 0
+    assert ("remote.test.", "MX") in loopback_dns.queries
 
 
 def test_delivered_mail_is_kept_for_the_retention_window_then_purged(
