@@ -22,6 +22,7 @@ from spoolgate.store.store import Store, StoreError
 log = logging.getLogger("spoolgate.store")
 
 BatchObserver = Callable[[int, float], None]
+"""Called on the event loop after each commit with the batch size and its seconds."""
 
 
 class GroupCommitter:
@@ -81,9 +82,14 @@ class GroupCommitter:
         except Exception as error:  # a bug must not leave sessions waiting forever
             log.exception("group commit crashed")
             outcomes = [StoreError(f"internal error: {error!r}")] * len(batch)
+        loop.call_soon_threadsafe(self._settle, batch, outcomes, time.perf_counter() - started)
+
+    def _settle(self, batch: Sequence[tuple[IncomingMessage, asyncio.Future[None]]],
+                outcomes: list[StoreError | None], seconds: float) -> None:
+        """On the event loop: tell the observer (it may touch loop objects), wake sessions."""
         if self._observe is not None:
-            self._observe(len(batch), time.perf_counter() - started)
-        loop.call_soon_threadsafe(_settle, batch, outcomes)
+            self._observe(len(batch), seconds)
+        _settle(batch, outcomes)
 
     def _commit_messages(self, messages: list[IncomingMessage]) -> list[StoreError | None]:
         try:

@@ -10,8 +10,6 @@ left, and the duplicates are compared with it.
 from __future__ import annotations
 
 import collections
-import email.policy
-import smtplib
 
 import pytest
 import sqlalchemy as sa
@@ -20,7 +18,7 @@ from spoolgate.store import schema
 from spoolgate.store.engine import create_engine
 from tests.downstream import PostfixDownstream, wait_until
 from tests.gateway_process import free_port
-from tests.integration.delivery.gateway import message, start_delivering, wait_states
+from tests.integration.delivery.gateway import send_many, start_delivering, wait_states
 
 pytestmark = [pytest.mark.drill, pytest.mark.integration]
 
@@ -47,17 +45,7 @@ def test_sigkill_during_delivery_loses_nothing_and_duplicates_only_what_was_in_f
                                    delivery={"enabled": False, "concurrency": 50,
                                              "route_concurrency": 10,
                                              "initial_concurrency": 10})
-        sent: list[str] = []
-
-        def send_all() -> None:
-            with smtplib.SMTP("127.0.0.1", gateway.port, timeout=60) as client:
-                for number in range(MESSAGES):
-                    msg = message(number)
-                    client.sendmail("sender@remote.test", ["alice@example.test"],
-                                    msg.as_bytes(policy=email.policy.SMTP))
-                    sent.append(msg["Message-ID"])
-
-        send_all()
+        sent = send_many(gateway.port, MESSAGES)
         assert len(sent) == MESSAGES
         gateway.stop()
         config = gateway.config.read_text()

@@ -52,6 +52,18 @@ def send(gateway: GatewayProcess, msg: EmailMessage, sender: str = "sender@remot
                         list(rcpt_options))
 
 
+def send_many(port: int, count: int, sender: str = "sender@remote.test",
+              to: str = "alice@example.test") -> list[str]:
+    """Send *count* numbered messages over one session; their Message-IDs, in order."""
+    ids = []
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+        for number in range(count):
+            msg = message(number, sender=sender, to=to)
+            client.sendmail(sender, [to], msg.as_bytes(policy=email.policy.SMTP))
+            ids.append(msg["Message-ID"])
+    return ids
+
+
 def queue_json(gateway: GatewayProcess, *args: str) -> list[dict]:
     result = gateway.cli("queue", "list", "--json", *args)
     assert result.returncode == 0, result.stderr

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import collections
-import email.policy
-import smtplib
 import threading
 
 import pytest
 
-from tests.integration.delivery.gateway import message, show, start_delivering, wait_states
+from tests.integration.delivery.gateway import send_many, show, start_delivering, wait_states
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +23,7 @@ def test_two_nodes_sharing_postgresql_deliver_2000_messages_each_once(
     sent: dict[str, list[str]] = {}
 
     def load(gateway, name: str) -> None:
-        ids = sent.setdefault(name, [])
-        with smtplib.SMTP("127.0.0.1", gateway.port, timeout=60) as client:
-            for number in range(PER_NODE):
-                msg = message(number)
-                client.sendmail("sender@remote.test", ["alice@example.test"],
-                                msg.as_bytes(policy=email.policy.SMTP))
-                ids.append(msg["Message-ID"])
+        sent[name] = send_many(gateway.port, PER_NODE)
 
     threads = [threading.Thread(target=load, args=(g, n)) for g, n in zip(nodes, "ab",
                                                                               strict=True)]

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import email.policy
-import smtplib
 import time
 
 import pytest
 
 from tests.downstream import ConnectionCounter, PostfixDownstream
 from tests.gateway_process import free_port
-from tests.integration.delivery.gateway import message, queue_json, start_delivering, wait_states
+from tests.integration.delivery.gateway import queue_json, send_many, start_delivering, wait_states
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
 
@@ -19,16 +17,6 @@ CONCURRENCY = 20
 ROUTE_CONCURRENCY = 5
 PROBE_EVERY = 1.0
 
-
-def _send_all(port: int, count: int) -> list[str]:
-    ids = []
-    with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
-        for number in range(count):
-            msg = message(number)
-            client.sendmail("sender@remote.test", ["alice@example.test"],
-                            msg.as_bytes(policy=email.policy.SMTP))
-            ids.append(msg["Message-ID"])
-    return ids
 
 
 def test_outage_then_recovery_delivers_everything_once_in_order_without_a_probe_storm(
@@ -42,7 +30,7 @@ def test_outage_then_recovery_delivers_everything_once_in_order_without_a_probe_
                       "concurrency": CONCURRENCY, "route_concurrency": ROUTE_CONCURRENCY,
                       "down_after": 3})
         outage_started = time.monotonic()
-        sent = _send_all(gateway.port, MESSAGES)
+        sent = send_many(gateway.port, MESSAGES)
 
         found = wait_states(gateway, {"deferred": MESSAGES}, timeout=60)
         assert found == {"deferred": MESSAGES}
