@@ -24,7 +24,13 @@ from spoolgate.config import Settings
 from spoolgate.delivery.scheduler import DeliveryService
 from spoolgate.ingress.server import SmtpService, start_smtp
 from spoolgate.intake.pipeline import Intake, IntakeSettings
+from spoolgate.intake.scanning import Scanning
+from spoolgate.mail.verdict import Action
 from spoolgate.ops.logging import setup_logging
+from spoolgate.scan.base import Scanner
+from spoolgate.scan.builtin import BuiltinScanner
+from spoolgate.scan.pipeline import ScanPipeline
+from spoolgate.scan.policy import ScanPolicy
 from spoolgate.store.groupcommit import GroupCommitter
 from spoolgate.store.store import Store, StoreError, open_store
 
@@ -64,7 +70,7 @@ async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
     committer.start()
     intake = Intake(IntakeSettings(hostname=settings.smtp.hostname, node=settings.node.name,
                                    max_received_headers=settings.smtp.max_received_headers),
-                    committer)
+                    committer, build_scanning(settings))
     gateway = Gateway(settings, store, committer)
     # With several ingress processes, delivery gets the primary process to itself (as
     # Postfix keeps qmgr and smtp apart from smtpd), so the two never share one GIL.
@@ -80,6 +86,23 @@ async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
         await delivery.start()
         gateway.delivery = delivery
     return gateway
+
+
+def build_scanning(settings: Settings) -> Scanning | None:
+    """The scanners of ``[scan]`` and each domain's policy; None when none is configured."""
+    scan = settings.scan
+    scanners: list[Scanner] = []
+    for name in scan.scanners:
+        if name == "builtin":
+            scanners.append(BuiltinScanner())
+    if not scanners:
+        return None
+    rescan = frozenset(scan.rescan_on_error)
+    policies = {d.name: ScanPolicy(
+        tag_score=d.spam.tag, quarantine_score=d.spam.quarantine, reject_score=d.spam.reject,
+        virus_action=Action(d.spam.virus), unscannable_action=Action(d.spam.unscannable),
+        rescan_on_error=rescan) for d in settings.domains}
+    return Scanning(ScanPipeline(scanners, scan.budget), policies)
 
 
 async def _maintain(store: Store) -> None:

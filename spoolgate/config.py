@@ -151,6 +151,30 @@ class DnsSettings:
     timeout: float = 10.0
 
 
+SCANNERS = ("builtin", "clamav")
+
+
+@dataclass(frozen=True, slots=True)
+class ScanSettings:
+    """Which scanners run on every message before its 250, and for how long at most."""
+
+    scanners: tuple[str, ...] = ("builtin",)
+    budget: float = 30.0
+    clamav: str = "tcp:127.0.0.1:3310"   # clamd address: tcp:HOST:PORT or unix:PATH
+    rescan_on_error: tuple[str, ...] = ()  # scanners whose failure lets mail through
+
+
+@dataclass(frozen=True, slots=True)
+class SpamPolicySettings:
+    """One domain's thresholds and actions (see spoolgate.scan.policy)."""
+
+    tag: float = 5.0
+    quarantine: float = 10.0
+    reject: float = 15.0
+    virus: str = "reject"            # or quarantine
+    unscannable: str = "quarantine"  # or tempfail
+
+
 @dataclass(frozen=True, slots=True)
 class DomainSettings:
     name: str
@@ -160,6 +184,7 @@ class DomainSettings:
     tls_ca: Path | None = None
     retry: RetrySettings = RetrySettings()
     retention_days: float = 30.0
+    spam: SpamPolicySettings = SpamPolicySettings()
 
     def accepts_local_part(self, local: str) -> bool:
         return self.recipients is None or local.lower() in self.recipients
@@ -177,6 +202,7 @@ class Settings:
     delivery: DeliverySettings = DeliverySettings()
     outbound: OutboundSettings = OutboundSettings()
     dns: DnsSettings = DnsSettings()
+    scan: ScanSettings = ScanSettings()
 
     def domain(self, name: str) -> DomainSettings | None:
         name = name.lower()
@@ -454,6 +480,42 @@ def _dns(table: _Table) -> DnsSettings:
     return DnsSettings(tuple(endpoints), _seconds(table, "timeout", DnsSettings().timeout, 0.1))
 
 
+def _scanner_list(table: _Table, name: str, default: tuple[str, ...],
+                  choices: tuple[str, ...]) -> tuple[str, ...]:
+    values = table.get(name, list, list(default))
+    for index, value in enumerate(values, 1):
+        if value not in choices:
+            raise table.error(f"{name}[{index}]", f"unknown scanner {value!r} (expected "
+                                                  f"{' or '.join(choices)})")
+    return tuple(values)
+
+
+def _scan(table: _Table) -> ScanSettings:
+    d = ScanSettings()
+    scan = ScanSettings(
+        scanners=_scanner_list(table, "scanners", d.scanners, SCANNERS),
+        budget=_seconds(table, "budget", d.budget, 0.1),
+        clamav=table.get("clamav", str, d.clamav),
+        rescan_on_error=_scanner_list(table, "rescan_on_error", d.rescan_on_error, SCANNERS))
+    if not scan.clamav.startswith(("tcp:", "unix:")):
+        raise table.error("clamav", f"expected tcp:HOST:PORT or unix:PATH, got {scan.clamav!r}")
+    return scan
+
+
+def _spam_policy(table: _Table) -> SpamPolicySettings:
+    d = SpamPolicySettings()
+    policy = SpamPolicySettings(
+        tag=float(table.number("spam_tag", d.tag, -1000, integer=False)),
+        quarantine=float(table.number("spam_quarantine", d.quarantine, -1000, integer=False)),
+        reject=float(table.number("spam_reject", d.reject, -1000, integer=False)),
+        virus=_choice(table, "virus", d.virus, ("reject", "quarantine")),
+        unscannable=_choice(table, "unscannable", d.unscannable, ("quarantine", "tempfail")))
+    if not policy.tag <= policy.quarantine <= policy.reject:
+        raise table.error("spam_quarantine", "thresholds must rise: spam_tag <= "
+                                             "spam_quarantine <= spam_reject")
+    return policy
+
+
 def _domain_name(table: _Table) -> str:
     name = table.get("name", str, None)
     if name is None:
@@ -493,9 +555,11 @@ def _domains(file: Path, raw: Any, delivery: DeliverySettings) -> tuple[DomainSe
         tls, ca = _tls(table, "opportunistic")
         retry = _retry(table, delivery.retry)
         retention = _seconds(table, "retention_days", delivery.retention_days, 0)
+        spam = _spam_policy(table)
         table.check_unknown()
         domains.append(DomainSettings(name=name, route=route, recipients=recipients, tls=tls,
-                                      tls_ca=ca, retry=retry, retention_days=retention))
+                                      tls_ca=ca, retry=retry, retention_days=retention,
+                                      spam=spam))
     return tuple(domains)
 
 
@@ -533,6 +597,7 @@ def load_settings(path: Path | str) -> Settings:
         delivery=delivery,
         outbound=_section(top, "outbound", _outbound),
         dns=_section(top, "dns", _dns),
+        scan=_section(top, "scan", _scan),
     )
     top.check_unknown()
     if not settings.domains:

@@ -1,7 +1,9 @@
 """The intake pipeline: from the bytes of one SMTP transaction to a durable message.
 
-:meth:`Intake.accept` checks the hop count, prepends the ``Received:`` header
-and commits the message through the group committer. It returns the queue ID
+:meth:`Intake.accept` checks the hop count, scans the message (refusing it, or
+marking it for quarantine, as the domain's policy says), prepends the
+``Received:`` header (and the spam headers of a tagged message) and commits the
+message through the group committer. It returns the queue ID
 only once the commit is durable; any failure raises :class:`SmtpError` with the
 reply the client must get (``452 4.3.1`` when the store cannot take it).
 """
@@ -13,9 +15,11 @@ import time
 from dataclasses import dataclass
 
 from spoolgate.intake.received import count_received, received_header
+from spoolgate.intake.scanning import Scanning, describe, spam_headers
 from spoolgate.mail.envelope import Envelope, IncomingMessage
 from spoolgate.mail.queueid import new_queue_id
 from spoolgate.mail.reply import STORAGE_FAILURE, TOO_MANY_HOPS, SmtpError
+from spoolgate.mail.verdict import Action
 from spoolgate.store.groupcommit import GroupCommitter
 from spoolgate.store.store import StoreError
 
@@ -32,9 +36,11 @@ class IntakeSettings:
 class Intake:
     """Accepts messages for storage on behalf of the SMTP sessions."""
 
-    def __init__(self, settings: IntakeSettings, committer: GroupCommitter) -> None:
+    def __init__(self, settings: IntakeSettings, committer: GroupCommitter,
+                 scanning: Scanning | None = None) -> None:
         self._settings = settings
         self._committer = committer
+        self._scanning = scanning
 
     async def accept(self, envelope: Envelope, data: bytes, esmtp: bool = True) -> str:
         """Store one message durably and return its queue ID."""
@@ -43,20 +49,29 @@ class Intake:
         if hops > self._settings.max_received_headers:
             log.warning("%s: reject: too many hops (%d) from=<%s>", queue_id, hops, envelope.sender)
             raise SmtpError(TOO_MANY_HOPS.code, TOO_MANY_HOPS.enhanced, TOO_MANY_HOPS.text)
-        now = time.time()
         started = time.perf_counter()
+        events: list[tuple[str, str]] = []
+        quarantined = False
+        if self._scanning is not None:
+            verdict = await self._scanning.judge(envelope, data, queue_id)  # may refuse
+            events.append(("scanned", describe(verdict)))
+            quarantined = verdict.action == Action.QUARANTINE
+            if verdict.action != Action.PASS:
+                data = spam_headers(verdict) + data
+        now = time.time()
         stored = received_header(envelope, queue_id, self._settings.hostname, esmtp, now) + data
-        message = IncomingMessage(queue_id=queue_id, envelope=envelope, data=stored,
-                                  received_at=now, node=self._settings.node,
-                                  events=(("accepted", _accept_detail(envelope, len(stored))),))
+        message = IncomingMessage(
+            queue_id=queue_id, envelope=envelope, data=stored, received_at=now,
+            node=self._settings.node, quarantined=quarantined,
+            events=(("accepted", _accept_detail(envelope, len(stored))), *events))
         try:
             await self._committer.commit(message)
         except StoreError as error:
             log.error("%s: store failure, answered 452: %s", queue_id, error)
             raise SmtpError(STORAGE_FAILURE.code, STORAGE_FAILURE.enhanced,
                             STORAGE_FAILURE.text) from error
-        log.info("%s: accepted %s delay=%.4f", queue_id, message.events[0][1],
-                 time.perf_counter() - started)
+        log.info("%s: accepted %s delay=%.4f%s", queue_id, message.events[0][1],
+                 time.perf_counter() - started, " quarantined" if quarantined else "")
         return queue_id
 
 

@@ -64,3 +64,4 @@ class IncomingMessage:
     received_at: float
     node: str
     events: tuple[tuple[str, str], ...] = field(default=())  # (kind, detail) to log with it
+    quarantined: bool = False  # the scan policy said quarantine: stored, not delivered

@@ -48,3 +48,19 @@ def decide(policy: ScanPolicy, findings: Sequence[Findings]) -> Verdict:
         if score >= threshold:
             return Verdict(action, score, f"spam score {score:g} >= {threshold:g}", found)
     return Verdict(Action.PASS, score, f"score {score:g}", found)
+
+
+def strictest(policies: Sequence[ScanPolicy]) -> ScanPolicy:
+    """One policy for a message to several domains: the strictest of theirs, so that
+    listing a lenient domain first cannot carry spam past a strict one."""
+    if not policies:
+        return ScanPolicy()
+    severity = {Action.TEMPFAIL: 2, Action.REJECT: 2, Action.QUARANTINE: 1}
+    return ScanPolicy(
+        tag_score=min(p.tag_score for p in policies),
+        quarantine_score=min(p.quarantine_score for p in policies),
+        reject_score=min(p.reject_score for p in policies),
+        virus_action=max((p.virus_action for p in policies), key=severity.__getitem__),
+        unscannable_action=max((p.unscannable_action for p in policies),
+                               key=severity.__getitem__),
+        rescan_on_error=frozenset.intersection(*(p.rescan_on_error for p in policies)))

@@ -265,7 +265,8 @@ def insert_incoming(conn: sa.Connection, batch: Sequence[IncomingMessage]) -> No
                 "queue_id": msg.queue_id, "address": rcpt.address, "domain": rcpt.domain,
                 "orcpt": rcpt.orcpt,
                 "notify": ",".join(sorted(rcpt.notify)) if rcpt.notify else None,
-                "state": RecipientState.QUEUED.value, "attempts": 0,
+                "state": (RecipientState.QUARANTINED if msg.quarantined
+                          else RecipientState.QUEUED).value, "attempts": 0,
                 "next_attempt_at": msg.received_at, "last_reply": None,
                 "queued_at": msg.received_at,
                 "lease_owner": None, "lease_until": None, "updated_at": now,

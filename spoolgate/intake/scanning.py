@@ -1,0 +1,64 @@
+"""Scanning inside the SMTP transaction: findings, the domain's verdict, and its headers.
+
+Runs the scan pipeline on a message before its 250 and applies the policy of its
+recipients' domains (the strictest when there are several). Reject and
+temporary-failure verdicts become SMTP errors with replies that say nothing about
+which scanner or rule decided (that goes to the log and, for stored mail, to the
+event log).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from spoolgate.mail.envelope import Envelope
+from spoolgate.mail.reply import SmtpError
+from spoolgate.mail.verdict import Action, Verdict
+from spoolgate.scan.base import ScanRequest
+from spoolgate.scan.pipeline import ScanPipeline
+from spoolgate.scan.policy import ScanPolicy, decide, strictest
+
+log = logging.getLogger("spoolgate.intake")
+
+CONTENT_REJECTED = (550, "5.7.1", "Message rejected by content policy")
+SCAN_UNAVAILABLE = (451, "4.7.1", "Message could not be scanned now, try again later")
+
+
+class Scanning:
+    """The scan pipeline and the policy of each domain."""
+
+    def __init__(self, pipeline: ScanPipeline, policies: Mapping[str, ScanPolicy]) -> None:
+        self._pipeline = pipeline
+        self._policies = dict(policies)
+
+    async def judge(self, envelope: Envelope, data: bytes, queue_id: str) -> Verdict:
+        """The verdict for one message; raises :class:`SmtpError` for reject and tempfail."""
+        findings = await self._pipeline.scan(ScanRequest(data, envelope, queue_id))
+        domains = {r.domain for r in envelope.recipients}
+        policy = strictest([self._policies[d] for d in sorted(domains) if d in self._policies])
+        verdict = decide(policy, findings)
+        if verdict.action in (Action.REJECT, Action.TEMPFAIL):
+            code = CONTENT_REJECTED if verdict.action == Action.REJECT else SCAN_UNAVAILABLE
+            log.warning("%s: %s: %d %s from=<%s> (%s) %s", queue_id, verdict.action.value,
+                        code[0], code[1], envelope.sender, verdict.reason, describe(verdict))
+            raise SmtpError(*code)
+        return verdict
+
+
+def describe(verdict: Verdict) -> str:
+    """``action=tag score=7 symbols=A(3),B(4) scanners=builtin:0.001s`` for logs and events."""
+    symbols = ",".join(f"{s.name}({s.score:g})" for f in verdict.findings for s in f.symbols)
+    scanners = ",".join(f"{f.scanner}:{f.seconds:.3f}s" for f in verdict.findings)
+    viruses = ",".join(v for f in verdict.findings for v in f.viruses)
+    return (f"action={verdict.action.value} score={verdict.score:g} "
+            f"symbols={symbols or '-'} viruses={viruses or '-'} scanners={scanners}")
+
+
+def spam_headers(verdict: Verdict) -> bytes:
+    """``X-Spam-Score`` and ``X-Spam-Status`` for a tagged or quarantined message."""
+    spam = verdict.action in (Action.TAG, Action.QUARANTINE)
+    symbols = ",".join(s.name for f in verdict.findings for s in f.symbols) or "none"
+    return (f"X-Spam-Score: {verdict.score:g}\r\n"
+            f"X-Spam-Status: {'Yes' if spam else 'No'}, score={verdict.score:g} "
+            f"tests={symbols}\r\n").encode("ascii", "replace")
