@@ -1,7 +1,8 @@
 """The ``spoolgate`` command: thin verbs over the same functions the server uses.
 
-``serve``, ``demo``, ``check-config``, ``migrate``, ``routes`` and
-``queue list|show|summary|flush|hold|release|delete|bounce``.
+``serve``, ``demo``, ``check-config``, ``migrate``, ``routes``,
+``queue list|show|summary|flush|hold|release|delete|bounce`` and
+``quarantine list|show|release|delete``.
 Errors are printed as one line naming what is wrong and the exit status is 2
 for a configuration mistake, 1 for anything else.
 """
@@ -205,6 +206,52 @@ def cmd_queue_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quarantine_release(args: argparse.Namespace) -> int:
+    """Rescan (the scanners may have learned since), record the verdict, then deliver.
+
+    A virus found on the rescan keeps the message in quarantine unless ``--force``.
+    """
+    import asyncio
+
+    from spoolgate.app import build_scanning
+    from spoolgate.intake.scanning import describe
+    from spoolgate.mail.envelope import ClientInfo, Envelope, Recipient
+    from spoolgate.mail.verdict import Action
+
+    settings = _settings(args)
+    _target(args)
+    queue = _queue(settings)
+    try:
+        detail = queue.store.show(args.queue_id)
+        data = queue.store.message_data(args.queue_id)
+        waiting = [r for r in detail.entry.recipients if r.state == "quarantined"] \
+            if detail else []
+        if detail is None or data is None or not waiting:
+            print(f"spoolgate: {args.queue_id} is not in quarantine", file=sys.stderr)
+            return 1
+        note = "released by operator without a rescan (scanning is off)"
+        scanning = build_scanning(settings)
+        if scanning is not None:
+            envelope = Envelope(detail.entry.sender, tuple(Recipient(r.address) for r in waiting),
+                                ClientInfo(detail.client_ip, detail.helo, detail.tls))
+            verdict = asyncio.run(scanning.verdict(envelope, data, args.queue_id))
+            note = f"released by operator after a rescan: {describe(verdict)}"
+            infected = any(f.viruses for f in verdict.findings)
+            if infected and not args.force:
+                print(f"spoolgate: the rescan still finds a virus ({verdict.reason}); "
+                      "--force releases it anyway", file=sys.stderr)
+                return 1
+            if verdict.action == Action.TEMPFAIL and not args.force:
+                print(f"spoolgate: the rescan failed ({verdict.reason}); try again, or --force",
+                      file=sys.stderr)
+                return 1
+        count = queue.release_quarantine(args.queue_id, note)
+    finally:
+        queue.store.close()
+    print(f"{count} recipient(s) released from quarantine ({note})")
+    return 0
+
+
 def cmd_routes(args: argparse.Namespace) -> int:
     settings = _settings(args)
     queue = _queue(settings)
@@ -272,6 +319,26 @@ def build_parser() -> argparse.ArgumentParser:
         sub = queue.add_parser(verb, parents=[config], help=text)
         sub.add_argument("queue_id")
         sub.set_defaults(func=cmd_queue_move)
+    quarantine = verbs.add_parser("quarantine", help="quarantined mail").add_subparsers(
+        dest="queue_verb", required=True)
+    q_list = quarantine.add_parser("list", parents=[config], help="quarantined messages")
+    q_list.add_argument("--domain")
+    q_list.add_argument("--limit", type=int, default=1000)
+    q_list.add_argument("--json", action="store_true")
+    q_list.set_defaults(func=cmd_queue_list, state="quarantined")
+    q_show = quarantine.add_parser("show", parents=[config], help="one quarantined message")
+    q_show.add_argument("queue_id")
+    q_show.add_argument("--json", action="store_true")
+    q_show.set_defaults(func=cmd_queue_show)
+    q_release = quarantine.add_parser("release", parents=[config],
+                                      help="rescan, then deliver a quarantined message")
+    q_release.add_argument("queue_id")
+    q_release.add_argument("--force", action="store_true",
+                           help="release even if the rescan finds a virus")
+    q_release.set_defaults(func=cmd_quarantine_release)
+    q_delete = quarantine.add_parser("delete", parents=[config], help="delete it for good")
+    q_delete.add_argument("queue_id")
+    q_delete.set_defaults(func=cmd_queue_move, queue_verb="delete")
     routes = verbs.add_parser("routes", parents=[config], help="route health: up or down")
     routes.add_argument("--json", action="store_true")
     routes.set_defaults(func=cmd_routes)

@@ -162,6 +162,7 @@ class ScanSettings:
     budget: float = 30.0
     clamav: str = "tcp:127.0.0.1:3310"   # clamd address: tcp:HOST:PORT or unix:PATH
     rescan_on_error: tuple[str, ...] = ()  # scanners whose failure lets mail through
+    quarantine_days: float = 30.0          # then quarantined mail is deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,7 +497,8 @@ def _scan(table: _Table) -> ScanSettings:
         scanners=_scanner_list(table, "scanners", d.scanners, SCANNERS),
         budget=_seconds(table, "budget", d.budget, 0.1),
         clamav=table.get("clamav", str, d.clamav),
-        rescan_on_error=_scanner_list(table, "rescan_on_error", d.rescan_on_error, SCANNERS))
+        rescan_on_error=_scanner_list(table, "rescan_on_error", d.rescan_on_error, SCANNERS),
+        quarantine_days=_seconds(table, "quarantine_days", d.quarantine_days, 0))
     if not scan.clamav.startswith(("tcp:", "unix:")):
         raise table.error("clamav", f"expected tcp:HOST:PORT or unix:PATH, got {scan.clamav!r}")
     return scan

@@ -488,6 +488,11 @@ class DeliveryService:
                                     returned)
                 if mono >= next_purge:
                     next_purge = mono + delivery.purge_interval
+                    cutoff = time.time() - self.settings.scan.quarantine_days * 86400
+                    keep = delivery.failed_retention_days * 86400
+                    while await asyncio.to_thread(self.queue.expire_quarantine, cutoff, keep,
+                                                  PURGE_BATCH) == PURGE_BATCH:
+                        await asyncio.sleep(0)
                     while await asyncio.to_thread(self.queue.purge, time.time(),
                                                   PURGE_BATCH) == PURGE_BATCH:
                         await asyncio.sleep(0)

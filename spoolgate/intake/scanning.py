@@ -32,12 +32,16 @@ class Scanning:
         self._pipeline = pipeline
         self._policies = dict(policies)
 
-    async def judge(self, envelope: Envelope, data: bytes, queue_id: str) -> Verdict:
-        """The verdict for one message; raises :class:`SmtpError` for reject and tempfail."""
+    async def verdict(self, envelope: Envelope, data: bytes, queue_id: str) -> Verdict:
+        """The verdict for one message under the strictest policy of its domains."""
         findings = await self._pipeline.scan(ScanRequest(data, envelope, queue_id))
         domains = {r.domain for r in envelope.recipients}
         policy = strictest([self._policies[d] for d in sorted(domains) if d in self._policies])
-        verdict = decide(policy, findings)
+        return decide(policy, findings)
+
+    async def judge(self, envelope: Envelope, data: bytes, queue_id: str) -> Verdict:
+        """The verdict for one message; raises :class:`SmtpError` for reject and tempfail."""
+        verdict = await self.verdict(envelope, data, queue_id)
         if verdict.action in (Action.REJECT, Action.TEMPFAIL):
             code = CONTENT_REJECTED if verdict.action == Action.REJECT else SCAN_UNAVAILABLE
             log.warning("%s: %s: %d %s from=<%s> (%s) %s", queue_id, verdict.action.value,

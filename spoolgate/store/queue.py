@@ -263,6 +263,24 @@ class Queue:
         """Return held rows to the queue, due now."""
         return self._move((S.HELD.value,), S.DEFERRED, "released", domain, queue_id)
 
+    def release_quarantine(self, queue_id: str, detail: str) -> int:
+        """Let a quarantined message go: its rows are due for delivery now."""
+        return self._move((S.QUARANTINED.value,), S.QUEUED, "released", None, queue_id,
+                          detail=detail)
+
+    def expire_quarantine(self, cutoff: float, retention: float, batch: int = 500) -> int:
+        """Delete quarantined rows that arrived before *cutoff* (their quarantine is over);
+        the purge removes the message *retention* seconds later."""
+        r = schema.recipients
+        with self.store.reading() as conn:
+            ids = list(conn.execute(
+                sa.select(r.c.queue_id).where(r.c.state == S.QUARANTINED.value,
+                                              r.c.next_attempt_at < cutoff)
+                .limit(batch)).scalars())
+        return sum(self._move((S.QUARANTINED.value,), S.DELETED, "expired", None, queue_id,
+                              retention=retention, detail="quarantine retention over")
+                   for queue_id in sorted(set(ids)))
+
     def delete(self, queue_id: str, retention: float = 0.0) -> int:
         """Delete a message: its waiting rows are never delivered; the purge removes it
         after *retention* seconds (so ``queue show`` still explains it meanwhile)."""
@@ -271,7 +289,7 @@ class Queue:
 
     def _move(self, from_states: Sequence[str], to: S, event: str, domain: str | None,
               queue_id: str | None, skip: Sequence[str] = (),
-              retention: float | None = None) -> int:
+              retention: float | None = None, detail: str = "by operator") -> int:
         if domain is None and queue_id is None:
             raise ValueError("name a queue ID or a domain")
         now = time.time()
@@ -285,10 +303,10 @@ class Queue:
                 return 0
             conn.execute(r.update().where(r.c.id.in_([row.id for row in moved])).values(
                 state=to.value, updated_at=now,
-                **({"next_attempt_at": now} if to == S.DEFERRED else {})))
+                **({"next_attempt_at": now} if to in (S.DEFERRED, S.QUEUED) else {})))
             conn.execute(schema.events.insert(), [
                 {"queue_id": row.queue_id, "at": now, "node": self.node, "kind": event,
-                 "recipient": row.address, "detail": "by operator"} for row in moved])
+                 "recipient": row.address, "detail": detail} for row in moved])
             if retention is not None:
                 _mark_done_if_finished(conn, sorted({row.queue_id for row in moved}),
                                        now + retention)
