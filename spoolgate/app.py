@@ -29,6 +29,7 @@ from spoolgate.mail.verdict import Action
 from spoolgate.ops.logging import setup_logging
 from spoolgate.scan.base import Scanner
 from spoolgate.scan.builtin import BuiltinScanner
+from spoolgate.scan.clamav import ClamavScanner
 from spoolgate.scan.pipeline import ScanPipeline
 from spoolgate.scan.policy import ScanPolicy
 from spoolgate.store.groupcommit import GroupCommitter
@@ -95,6 +96,8 @@ def build_scanning(settings: Settings) -> Scanning | None:
     for name in scan.scanners:
         if name == "builtin":
             scanners.append(BuiltinScanner())
+        elif name == "clamav":
+            scanners.append(ClamavScanner(scan.clamav))
     if not scanners:
         return None
     rescan = frozenset(scan.rescan_on_error)

@@ -1,0 +1,203 @@
+"""spoolgate/scan/clamav.py against a real clamd with the offline EICAR test signature."""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import io
+import smtplib
+import time
+import zipfile
+from collections.abc import Callable
+from email.message import EmailMessage
+from email.mime.application import MIMEApplication
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+
+import pytest
+
+from spoolgate.mail.envelope import ClientInfo, Envelope, Recipient
+from spoolgate.mail.verdict import Findings
+from spoolgate.scan.base import ScanRequest
+from spoolgate.scan.clamav import ClamavScanner
+from tests.clamd import DETECTED_AS, EICAR, Clamd
+from tests.gateway_process import free_port
+
+pytestmark = pytest.mark.integration
+
+ENVELOPE = Envelope("a@remote.test", (Recipient("b@example.test"),), ClientInfo("192.0.2.1", "h"))
+
+
+def scan(address: str, data: bytes, budget: float = 10.0, **options: int) -> Findings:
+    return asyncio.run(ClamavScanner(address, **options).scan(
+        ScanRequest(data, ENVELOPE, "Q1"), budget))
+
+
+def message_with(payload: bytes, filename: str, subtype: str = "octet-stream") -> bytes:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "a@remote.test", "b@example.test", "hi"
+    message.set_content("see attachment\n")
+    message.add_attachment(payload, maintype="application", subtype=subtype, filename=filename)
+    return message.as_bytes()
+
+
+def zipped(name: str, payload: bytes) -> bytes:
+    # Deflated, so the EICAR bytes are not visible in the raw stream: clamd must unzip.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, payload)
+    return buffer.getvalue()
+
+
+def test_eicar_in_a_base64_attachment_is_found(clamd: Clamd) -> None:
+    data = message_with(EICAR, "eicar.com")
+    assert EICAR not in data  # base64-encoded: clamd has to decode the MIME part
+    findings = scan(clamd.address, data)
+    assert findings.viruses == (DETECTED_AS,)
+    assert findings.error is None and findings.unscannable is None
+    assert findings.scanner == "clamav" and findings.seconds > 0
+
+
+def test_eicar_in_a_zip_attachment_is_found(clamd: Clamd) -> None:
+    findings = scan(clamd.address, message_with(zipped("eicar.txt", EICAR), "a.zip", "zip"))
+    assert findings.viruses == (DETECTED_AS,) and findings.error is None
+
+
+def test_eicar_in_a_nested_multipart_is_found(clamd: Clamd) -> None:
+    inner = MIMEMultipart("mixed")
+    inner.attach(MIMEText("inner text\n"))
+    inner.attach(MIMEApplication(EICAR, Name="eicar.bin"))
+    alternative = MIMEMultipart("alternative")
+    alternative.attach(MIMEText("plain\n"))
+    alternative.attach(inner)
+    outer = MIMEMultipart("mixed")
+    outer["Subject"] = "nested"
+    outer.attach(alternative)
+    outer.attach(MIMEText("footer\n"))
+    findings = scan(clamd.address, outer.as_bytes())
+    assert findings.viruses == (DETECTED_AS,) and findings.error is None
+
+
+def test_a_clean_message_is_clean(clamd: Clamd) -> None:
+    findings = scan(clamd.address, message_with(zipped("notes.txt", b"nothing here\n" * 100),
+                                                "notes.zip", "zip"))
+    assert findings.viruses == () and findings.error is None and findings.unscannable is None
+
+
+def test_a_message_over_stream_max_is_not_sent_and_is_unscannable(clamd: Clamd) -> None:
+    data = message_with(b"x" * 2_000_000, "big.bin")
+    findings = scan(clamd.address, data, stream_max=1024 * 1024)
+    assert findings.unscannable == "larger than StreamMaxLength"
+    assert findings.viruses == () and findings.error is None
+
+
+def test_clamds_own_size_limit_reply_is_unscannable_never_clean(clamd: Clamd) -> None:
+    # The adapter's stream_max (default 25M) is above this clamd's StreamMaxLength (1M).
+    findings = scan(clamd.address, message_with(b"x" * 2_000_000, "big.bin"))
+    assert findings.viruses == ()
+    assert findings.unscannable == "clamd: INSTREAM size limit exceeded. ERROR"
+
+
+def test_nesting_beyond_max_recursion_is_unscannable_with_alert_exceeds_max(
+        start_clamd: Callable[..., Clamd]) -> None:
+    daemon = start_clamd(max_recursion=3, max_files=5, alert_exceeds_max=True)
+    payload = EICAR
+    for depth in range(4):
+        payload = zipped(f"level{depth}.zip", payload)
+    findings = scan(daemon.address, message_with(payload, "deep.zip", "zip"))
+    assert findings.unscannable == "clamd: Heuristics.Limits.Exceeded.MaxRecursion"
+    assert findings.viruses == () and findings.error is None
+
+    many = io.BytesIO()
+    with zipfile.ZipFile(many, "w", zipfile.ZIP_DEFLATED) as archive:
+        for number in range(10):
+            archive.writestr(f"file{number}.txt", f"harmless {number}\n")
+    findings = scan(daemon.address, message_with(many.getvalue(), "many.zip", "zip"))
+    assert findings.unscannable == "clamd: Heuristics.Limits.Exceeded.MaxFiles"
+
+
+def test_a_stopped_clamd_is_an_error_within_the_budget(
+        start_clamd: Callable[..., Clamd]) -> None:
+    daemon = start_clamd()
+    daemon.stop()
+    assert not daemon.ping()
+    began = time.monotonic()
+    findings = scan(daemon.address, message_with(EICAR, "eicar.com"), budget=2.0)
+    assert time.monotonic() - began < 2.0
+    assert findings.error is not None and "unreachable" in findings.error
+    assert findings.viruses == () and findings.unscannable is None
+
+
+def test_a_daemon_that_never_answers_is_an_error_within_the_budget() -> None:
+    # Stands for a hung clamd: accepts and reads everything but never replies. No real
+    # clamd can be made to hang on demand, so a plain asyncio server plays the part.
+    async def run() -> tuple[float, Findings, int]:
+        received = 0
+
+        async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal received
+            while chunk := await reader.read(65536):
+                received += len(chunk)
+            writer.close()
+
+        port = free_port()
+        server = await asyncio.start_server(swallow, "127.0.0.1", port)
+        async with server:
+            began = time.monotonic()
+            findings = await ClamavScanner(f"tcp:127.0.0.1:{port}").scan(
+                ScanRequest(message_with(EICAR, "eicar.com"), ENVELOPE, "Q1"), 0.5)
+            return time.monotonic() - began, findings, received
+
+    elapsed, findings, received = asyncio.run(run())
+    assert received > 0  # the request did reach the stand-in daemon
+    assert 0.4 <= elapsed < 2.0
+    assert findings.error is not None and "did not answer" in findings.error
+    assert findings.viruses == () and findings.unscannable is None
+
+
+def test_ping_answers_for_a_running_clamd(clamd: Clamd) -> None:
+    assert asyncio.run(ClamavScanner(clamd.address).ping()) is True
+    assert asyncio.run(ClamavScanner(f"tcp:127.0.0.1:{free_port()}").ping(0.5)) is False
+
+
+def test_without_alert_exceeds_max_clamd_calls_the_hidden_eicar_clean(
+        start_clamd: Callable[..., Clamd]) -> None:
+    # Why deployments must set AlertExceedsMax: the same deep zip that hides EICAR
+    # below MaxRecursion comes back "stream: OK" without it.
+    daemon = start_clamd(max_recursion=3, alert_exceeds_max=False)
+    payload = EICAR
+    for depth in range(4):
+        payload = zipped(f"level{depth}.zip", payload)
+    findings = scan(daemon.address, message_with(payload, "deep.zip", "zip"))
+    assert findings.viruses == () and findings.unscannable is None and findings.error is None
+
+
+def _eicar_mail() -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "a@remote.test", "b@example.test", "invoice"
+    msg.set_content("See the attachment.")
+    msg.add_attachment(EICAR, maintype="application", subtype="octet-stream",
+                       filename="invoice.exe")
+    return msg.as_bytes(policy=email.policy.SMTP)
+
+
+def test_a_gateway_with_clamav_refuses_a_virus_in_session_and_tempfails_without_clamd(
+        gateway_factory, start_clamd) -> None:
+    daemon = start_clamd(alert_exceeds_max=True)
+    gateway = gateway_factory(extra={"scan": {"scanners": ["builtin", "clamav"],
+                                              "clamav": f"tcp:127.0.0.1:{daemon.port}",
+                                              "budget": 5.0}})
+
+    def send(data: bytes) -> tuple[int, bytes]:
+        with smtplib.SMTP("127.0.0.1", gateway.port, timeout=30) as smtp:
+            smtp.ehlo("client.test")
+            smtp.mail("a@remote.test")
+            smtp.rcpt("b@example.test")
+            return smtp.data(data)
+
+    assert send(_eicar_mail()) == (550, b"5.7.1 Message rejected by content policy")
+    assert "Spoolgate.Test.EICAR" in gateway.log  # the reason is logged, not sent
+    assert send(b"Subject: fine\r\n\r\nclean\r\n")[0] == 250
+    daemon.stop()
+    assert send(b"Subject: fine\r\n\r\nclean\r\n") == (
+        451, b"4.7.1 Message could not be scanned now, try again later")
