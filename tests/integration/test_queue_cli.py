@@ -111,8 +111,10 @@ def test_queue_list_and_show(gateway_factory: Callable[..., GatewayProcess], sto
     assert (detail["client_ip"], detail["helo"], detail["node"]) == (
         "127.0.0.1", "client.src.test", "test")
     assert (detail["ret"], detail["envid"], detail["smtputf8"]) == (None, None, False)
-    assert [e["kind"] for e in detail["events"]] == ["accepted"]
+    # Accepted, and scanned before the 250 by the default built-in scanner.
+    assert [e["kind"] for e in detail["events"]] == ["accepted", "scanned"]
     assert "from=<>" in detail["events"][0]["detail"]
+    assert detail["events"][1]["detail"].startswith("action=pass score=0 ")
     assert detail["events"][0]["at"] == detail["entry"]["received_at"]
 
 
