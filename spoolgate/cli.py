@@ -1,8 +1,8 @@
 """The ``spoolgate`` command: thin verbs over the same functions the server uses.
 
 ``serve``, ``demo``, ``check-config``, ``migrate``, ``routes``,
-``queue list|show|summary|flush|hold|release|delete|bounce`` and
-``quarantine list|show|release|delete``.
+``queue list|show|summary|flush|hold|release|delete|bounce``,
+``quarantine list|show|release|delete`` and ``scan FILE...``.
 Errors are printed as one line naming what is wrong and the exit status is 2
 for a configuration mistake, 1 for anything else.
 """
@@ -252,6 +252,42 @@ def cmd_quarantine_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    """One JSON line per message file: the verdict the configured scanners and policy give."""
+    import asyncio
+
+    from spoolgate.app import build_scanning
+    from spoolgate.mail.envelope import ClientInfo, Envelope, Recipient
+
+    settings = _settings(args)
+    scanning = build_scanning(settings)
+    if scanning is None:
+        print("spoolgate: no scanner is configured ([scan] scanners is empty)", file=sys.stderr)
+        return 1
+    rcpt = args.rcpt or f"postmaster@{settings.domains[0].name}"
+    envelope = Envelope(args.sender, (Recipient(rcpt),), ClientInfo(args.client_ip, args.helo))
+    failed = 0
+    for path in args.files:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as error:
+            print(f"spoolgate: {path}: {error.strerror}", file=sys.stderr)
+            failed += 1
+            continue
+        started = time.perf_counter()
+        verdict = asyncio.run(scanning.verdict(envelope, data, ""))
+        print(json.dumps({
+            "file": path, "verdict": verdict.action.value, "score": verdict.score,
+            "reason": verdict.reason,
+            "symbols": {s.name: s.score for f in verdict.findings for s in f.symbols},
+            "viruses": [v for f in verdict.findings for v in f.viruses],
+            "errors": {f.scanner: f.error for f in verdict.findings if f.error},
+            "unscannable": {f.scanner: f.unscannable for f in verdict.findings
+                            if f.unscannable},
+            "seconds": round(time.perf_counter() - started, 4)}), flush=True)
+    return 1 if failed else 0
+
+
 def cmd_routes(args: argparse.Namespace) -> int:
     settings = _settings(args)
     queue = _queue(settings)
@@ -339,6 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
     q_delete = quarantine.add_parser("delete", parents=[config], help="delete it for good")
     q_delete.add_argument("queue_id")
     q_delete.set_defaults(func=cmd_queue_move, queue_verb="delete")
+    scan = verbs.add_parser("scan", parents=[config],
+                            help="scan message files with the configured scanners and policy")
+    scan.add_argument("files", nargs="+", metavar="FILE")
+    scan.add_argument("--sender", default="sender@scan.invalid")
+    scan.add_argument("--rcpt", help="recipient whose domain's policy applies "
+                                     "(default: the first domain's postmaster)")
+    scan.add_argument("--client-ip", default="127.0.0.1")
+    scan.add_argument("--helo", default="scan.invalid")
+    scan.set_defaults(func=cmd_scan)
     routes = verbs.add_parser("routes", parents=[config], help="route health: up or down")
     routes.add_argument("--json", action="store_true")
     routes.set_defaults(func=cmd_routes)
