@@ -55,6 +55,9 @@ class Intake:
         if self._scanning is not None:
             verdict = await self._scanning.judge(envelope, data, queue_id)  # may refuse
             events.append(("scanned", describe(verdict)))
+            unscanned = [f"{f.scanner}: {f.error}" for f in verdict.findings if f.error]
+            if unscanned:  # let through by rescan_on_error: marked for a later rescan
+                events.append(("rescan-needed", "; ".join(unscanned)))
             quarantined = verdict.action == Action.QUARANTINE
             if verdict.action != Action.PASS:
                 data = spam_headers(verdict) + data

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.policy
 import io
+import json
 import smtplib
 import time
 import zipfile
@@ -201,3 +202,21 @@ def test_a_gateway_with_clamav_refuses_a_virus_in_session_and_tempfails_without_
     daemon.stop()
     assert send(b"Subject: fine\r\n\r\nclean\r\n") == (
         451, b"4.7.1 Message could not be scanned now, try again later")
+
+
+def test_a_scanner_allowed_to_fail_lets_mail_through_marked_for_rescan(
+        gateway_factory, start_clamd) -> None:
+    daemon = start_clamd()
+    gateway = gateway_factory(extra={"scan": {"scanners": ["builtin", "clamav"],
+                                              "clamav": f"tcp:127.0.0.1:{daemon.port}",
+                                              "rescan_on_error": ["clamav"], "budget": 5.0}})
+    daemon.stop()
+    with smtplib.SMTP("127.0.0.1", gateway.port, timeout=30) as smtp:
+        smtp.ehlo("client.test")
+        smtp.mail("a@remote.test")
+        smtp.rcpt("b@example.test")
+        assert smtp.data(b"Subject: fine\r\n\r\nclean\r\n")[0] == 250
+    (entry,) = json.loads(gateway.cli("queue", "list", "--json").stdout)
+    events = json.loads(gateway.cli("queue", "show", entry["queue_id"], "--json").stdout)
+    marks = [e["detail"] for e in events["events"] if e["kind"] == "rescan-needed"]
+    assert len(marks) == 1 and marks[0].startswith("clamav: ")
