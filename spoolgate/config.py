@@ -499,7 +499,13 @@ def _scan(table: _Table) -> ScanSettings:
         clamav=table.get("clamav", str, d.clamav),
         rescan_on_error=_scanner_list(table, "rescan_on_error", d.rescan_on_error, SCANNERS),
         quarantine_days=_seconds(table, "quarantine_days", d.quarantine_days, 0))
-    if not scan.clamav.startswith(("tcp:", "unix:")):
+    kind, _, where = scan.clamav.partition(":")
+    if kind == "tcp":
+        try:
+            parse_endpoint(where)
+        except ValueError as error:
+            raise table.error("clamav", f"tcp:HOST:PORT: {error}") from None
+    elif kind != "unix" or not where:
         raise table.error("clamav", f"expected tcp:HOST:PORT or unix:PATH, got {scan.clamav!r}")
     return scan
 
