@@ -296,7 +296,7 @@ def test_structured_garbage_never_raises_and_respects_limits(data: bytes, limits
     if use_crlf:
         data = data.replace(b"\n", b"\r\n")
     parsed = parse_message(data, limits)
-    assert 1 <= parsed.part_count <= limits.max_parts
+    assert parsed.part_count >= 1 and parsed.part_count <= limits.max_parts
     assert parsed.max_depth <= limits.max_depth
     assert len(parsed.parts) <= parsed.part_count
     assert parsed.truncated == any(d in parsed.defects for d in LIMIT_DEFECTS)
