@@ -109,7 +109,7 @@ class Queue:
 
     def claim_due(self, now: float, limit: int, lease: float) -> list[ClaimedRecipient]:
         """Lease up to *limit* due rows, earliest due first, for *lease* seconds."""
-        r, m = schema.recipients, schema.messages
+        r = schema.recipients
         with self.store.writing(durable=False) as conn:
             if conn.dialect.name == "sqlite":
                 due = _SQLITE_DUE  # one writer: no row locks needed
@@ -131,13 +131,8 @@ class Queue:
             conn.execute(r.update().where(r.c.id.in_(ids)).values(
                 state=S.DELIVERING.value, lease_owner=self.node, lease_until=now + lease,
                 updated_at=now))
-            rows = conn.execute(
-                sa.select(r.c.id, r.c.queue_id, r.c.address, r.c.domain, r.c.orcpt, r.c.notify,
-                          r.c.attempts, r.c.queued_at, r.c.delay_notified, m.c.sender, m.c.ret,
-                          m.c.envid, m.c.body_type, m.c.smtputf8, m.c.size,
-                          sa.case((m.c.size <= INLINE_DATA_LIMIT, m.c.data), else_=sa.null()))
-                .join(m, m.c.queue_id == r.c.queue_id).where(r.c.id.in_(ids))
-                .order_by(r.c.next_attempt_at, r.c.queued_at, r.c.id)).all()
+            rows = conn.execute(_claimed(ids).order_by(r.c.next_attempt_at, r.c.queued_at,
+                                                       r.c.id)).all()
         return [ClaimedRecipient(*row) for row in rows]
 
     def release_leases(self, now: float, owner: str | None = None) -> int:
@@ -314,7 +309,7 @@ class Queue:
 
     def pending_rows(self, queue_id: str) -> list[ClaimedRecipient]:
         """Lease every waiting row of one message to this node now (for bounce)."""
-        r, m = schema.recipients, schema.messages
+        r = schema.recipients
         now = time.time()
         with self.store.writing() as conn:
             ids = list(conn.execute(sa.select(r.c.id).where(
@@ -324,11 +319,7 @@ class Queue:
             conn.execute(r.update().where(r.c.id.in_(ids)).values(
                 state=S.DELIVERING.value, lease_owner=self.node, lease_until=now + 60,
                 updated_at=now))
-            rows = conn.execute(
-                sa.select(r.c.id, r.c.queue_id, r.c.address, r.c.domain, r.c.orcpt, r.c.notify,
-                          r.c.attempts, r.c.queued_at, r.c.delay_notified, m.c.sender, m.c.ret,
-                          m.c.envid, m.c.body_type, m.c.smtputf8, m.c.size)
-                .join(m, m.c.queue_id == r.c.queue_id).where(r.c.id.in_(ids))).all()
+            rows = conn.execute(_claimed(ids)).all()
         return [ClaimedRecipient(*row) for row in rows]
 
     def last_replies(self, queue_id: str) -> dict[str, tuple[str | None, str | None, float | None]]:
@@ -366,6 +357,17 @@ class Queue:
                 conn.execute(r.delete().where(r.c.queue_id.in_(ids)))
                 conn.execute(m.delete().where(m.c.queue_id.in_(ids)))
         return len(ids)
+
+
+def _claimed(ids: Sequence[int]) -> sa.Select:
+    """The rows *ids* with what delivery needs of their message, as :class:`ClaimedRecipient`
+    takes them (small messages' bytes included)."""
+    r, m = schema.recipients, schema.messages
+    return (sa.select(r.c.id, r.c.queue_id, r.c.address, r.c.domain, r.c.orcpt, r.c.notify,
+                      r.c.attempts, r.c.queued_at, r.c.delay_notified, m.c.sender, m.c.ret,
+                      m.c.envid, m.c.body_type, m.c.smtputf8, m.c.size,
+                      sa.case((m.c.size <= INLINE_DATA_LIMIT, m.c.data), else_=sa.null()))
+            .join(m, m.c.queue_id == r.c.queue_id).where(r.c.id.in_(ids)))
 
 
 @functools.lru_cache(maxsize=2)
