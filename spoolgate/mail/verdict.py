@@ -20,6 +20,21 @@ class Symbol:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthResult:
+    """One RFC 8601 method result, e.g. ``spf=pass smtp.mailfrom=example.org``.
+
+    ``properties`` are (ptype.property, value) pairs such as ``("smtp.mailfrom",
+    "example.org")`` or ``("header.d", "example.org")``; ``reason`` is free text for the
+    header's ``reason=`` and for logs.
+    """
+
+    method: str
+    result: str
+    reason: str = ""
+    properties: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Findings:
     """What one scanner found in one message.
 
@@ -35,6 +50,7 @@ class Findings:
     error: str | None = None
     unscannable: str | None = None
     seconds: float = 0.0
+    authentication: tuple[AuthResult, ...] = ()
 
 
 class Action(StrEnum):
