@@ -54,10 +54,16 @@ def _v2(conn: sa.Connection) -> None:
         index.create(conn, checkfirst=True)
 
 
+def _v3(conn: sa.Connection) -> None:
+    for table in (schema.bayes_tokens, schema.bayes_totals, schema.bayes_learned):
+        table.create(conn, checkfirst=True)
+
+
 # (version, what it does, how). Append only; never edit a released step.
 MIGRATIONS: tuple[tuple[int, str, Callable[[sa.Connection], None]], ...] = (
     (1, "messages, recipients and events", _v1),
     (2, "delivery: route health, retention, arrival order, pending-row index", _v2),
+    (3, "the built-in Bayes classifier: token counts, totals, learned messages", _v3),
 )
 LATEST = MIGRATIONS[-1][0]
 _ADVISORY_KEY = 0x5B001_6A7E  # "spoolgate" schema lock on PostgreSQL

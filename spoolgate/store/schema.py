@@ -70,6 +70,12 @@ sa.Index("recipients_pending", recipients.c.next_attempt_at, recipients.c.queued
 sa.Index("recipients_due", recipients.c.state, recipients.c.next_attempt_at)
 sa.Index("recipients_queue_id", recipients.c.queue_id)
 sa.Index("recipients_domain_state", recipients.c.domain, recipients.c.state)
+# A user's mail, newest first: an expression index, so addresses keep the case the sender
+# gave and both SQLite (3.9+) and PostgreSQL use it for ``lower(address) = :email``. Plain
+# DDL made by migration 4, not an sa.Index: SQLite's reflection skips expression indexes,
+# so the ``checkfirst`` of earlier steps would create it twice.
+RECIPIENTS_MAILBOX_DDL = ("CREATE INDEX IF NOT EXISTS recipients_mailbox "
+                          "ON recipients (lower(address), queued_at)")
 
 events = sa.Table(
     "events", metadata,
@@ -92,4 +98,28 @@ routes = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("next_probe_at", sa.Float, nullable=False, default=0.0),
     sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# The built-in Bayes classifier: per-token message counts, shared by every node.
+bayes_tokens = sa.Table(
+    "bayes_tokens", metadata,
+    sa.Column("token", sa.Text, primary_key=True),
+    sa.Column("spam_count", sa.BigInteger, nullable=False, default=0),
+    sa.Column("ham_count", sa.BigInteger, nullable=False, default=0),
+    sqlite_with_rowid=False,  # one b-tree keyed by token: a lookup is one descent
+)
+
+bayes_totals = sa.Table(
+    "bayes_totals", metadata,
+    sa.Column("label", sa.String(8), primary_key=True),  # "spam" | "ham"
+    sa.Column("messages", sa.BigInteger, nullable=False, default=0),
+)
+
+# Messages learned, by fingerprint: learning one twice is a no-op, with the other label a move.
+bayes_learned = sa.Table(
+    "bayes_learned", metadata,
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("spam", sa.Boolean, nullable=False),
+    sa.Column("learned_at", sa.Float, nullable=False),
+    sqlite_with_rowid=False,
 )

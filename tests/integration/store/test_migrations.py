@@ -20,7 +20,8 @@ from tests.integration.store.messages import incoming
 
 pytestmark = pytest.mark.integration
 
-SPOOLGATE_TABLES = {"schema_meta", "messages", "recipients", "events", "routes"}
+SPOOLGATE_TABLES = {"schema_meta", "messages", "recipients", "events", "routes",
+                    "bayes_tokens", "bayes_totals", "bayes_learned"}
 
 
 @pytest.fixture

@@ -1,0 +1,271 @@
+"""The built-in Bayes classifier: tokens of a message, and their spam probability.
+
+Owns the tokenizer and the arithmetic; the statistics live in the store
+(:mod:`spoolgate.store.bayes`), so every node shares them. Messages are read only through
+the one parse (:mod:`spoolgate.mime.parse`). The arithmetic is Gary Robinson's, as
+SpamBayes and SpamAssassin use it: each token's f(w) with Robinson's smoothing, the most
+significant tokens combined with Fisher's chi-square method into one probability.
+
+It gives no opinion (``None``) until enough of both kinds are learned, like
+SpamAssassin's ``bayes_min_spam_num`` / ``bayes_min_ham_num``. Nothing a message contains
+makes it raise; a failing store raises :class:`~spoolgate.store.store.StoreError`, which
+the scan pipeline treats as a failed scanner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from spoolgate.mail.verdict import Symbol
+from spoolgate.mime.parse import ParsedMessage, addresses, html_to_text, parse_message
+from spoolgate.store.bayes import BayesStore, LearnItem
+
+MIN_WORD, MAX_WORD = 3, 20
+MAX_TEXT = 512 * 1024  # characters of text tokenized per message: a bounded cost (~50 ms)
+MAX_TOKENS = 5_000  # distinct tokens per message
+MAILER_HEADERS = ("x-mailer", "user-agent")
+
+STRENGTH = 1.0  # Robinson's s: how much weight the prior x has against the evidence
+PRIOR = 0.5  # Robinson's x: the probability of a token never seen
+MIN_TOKEN_MESSAGES = 2  # a token seen in fewer learned messages says nothing yet
+MIN_DEVIATION = 0.1  # |f(w) - 0.5| of a token worth counting (SpamBayes' minimum_prob_strength)
+MAX_CLUES = 150  # the most significant tokens combined (SpamBayes' max_discriminators)
+MIN_SPAM, MIN_HAM = 200, 200  # SpamAssassin's bayes_min_spam_num and bayes_min_ham_num
+
+# SpamAssassin 3.4's Bayes rules: the probability bands of rules/23_bayes.cf with the
+# scores of rules/50_scores.cf for the Bayes score sets (set 3). SpamAssassin adds
+# BAYES_999 (+0.2) on top of BAYES_99 (3.5); here one symbol carries the sum.
+# (lowest probability of the band, symbol, score), highest band first.
+BAYES_BANDS: tuple[tuple[float, str, float], ...] = (
+    (0.999, "BAYES_999", 3.7),
+    (0.99, "BAYES_99", 3.5),
+    (0.95, "BAYES_95", 3.0),
+    (0.80, "BAYES_80", 2.0),
+    (0.60, "BAYES_60", 1.5),
+    (0.40, "BAYES_50", 0.8),
+    (0.20, "BAYES_40", -0.001),
+    (0.05, "BAYES_20", -0.001),
+    (0.01, "BAYES_05", -0.5),
+    (0.0, "BAYES_00", -1.9),
+)
+
+_URL_HOST = re.compile(r"(?i)(?:\b(?:https?|ftp)://|\bwww\.)([a-z0-9-]+(?:\.[a-z0-9-]+)+)")
+_IP_HOST = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+_BASE64_CHUNK = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
+_WORDISH = re.compile(r"[\w$%@'.-]+")
+_EDGE = ".-'"
+_BODY_START = re.compile(rb"\r?\n\r?\n")
+_TRAILING_SPACE = re.compile(rb"[ \t]+(?=\n)")
+
+
+@dataclass(frozen=True, slots=True)
+class Clue:
+    """One token that counted, with its smoothed spam probability f(w)."""
+
+    token: str
+    probability: float
+
+
+# -- tokens --------------------------------------------------------------------------
+
+
+def tokenize(parsed: ParsedMessage) -> frozenset[str]:
+    """The distinct tokens of a message: body words, URL hosts and prefixed header tokens."""
+    tokens: set[str] = set(_header_tokens(parsed))
+    for text, markup in _texts(parsed):
+        tokens.update(_url_tokens(markup))
+        tokens.update(words(text))
+        if len(tokens) >= MAX_TOKENS:
+            return frozenset(sorted(tokens)[:MAX_TOKENS])
+    return frozenset(tokens)
+
+
+def words(text: str) -> Iterator[str]:
+    """Lowercase words of MIN_WORD..MAX_WORD characters; longer ones as a length token.
+
+    Whitespace-separated chunks that look like base64 (long runs of its alphabet, not only
+    letters) are skipped whole: encoded junk tells nothing word by word.
+    """
+    for chunk in text.split():
+        if len(chunk) >= 24 and _BASE64_CHUNK.fullmatch(chunk) and not chunk.isalpha():
+            continue
+        for match in _WORDISH.finditer(chunk.lower()):
+            word = match.group().strip(_EDGE)
+            if MIN_WORD <= len(word) <= MAX_WORD:
+                yield word
+            elif len(word) > MAX_WORD:
+                yield f"skip:{word[0]} {len(word) // 10 * 10}"  # as SpamBayes
+
+
+def _texts(parsed: ParsedMessage) -> Iterator[tuple[str, str]]:
+    """(text for words, text for URLs) of each inline text part: HTML's URLs come from its
+    markup (href, src), its words from what it shows. MAX_TEXT characters in all."""
+    budget = MAX_TEXT
+    for part in parsed.parts:
+        if part.text is None or part.filename is not None or part.disposition == "attachment":
+            continue
+        text = part.text[:budget]
+        budget -= len(text)
+        yield (html_to_text(text) if part.content_type == "text/html" else text), text
+        if budget <= 0:
+            return
+
+
+def _url_tokens(text: str) -> Iterator[str]:
+    for host in _URL_HOST.findall(text):
+        host = host.lower().strip(".-")
+        if _IP_HOST.match(host):
+            yield "url:ip-address"
+            continue
+        yield f"url:{host}"
+        yield "url:" + ".".join(host.split(".")[-2:])
+
+
+def _header_tokens(parsed: ParsedMessage) -> Iterator[str]:
+    yield from (f"subject:{word}" for word in words(parsed.subject))
+    yield from _address_tokens("from", parsed.from_)
+    first = {name.lower(): value for name, value in reversed(parsed.headers)}
+    yield from _address_tokens("reply-to", first.get("reply-to", ""), with_address=False)
+    for name in MAILER_HEADERS:
+        yield from (f"mailer:{word}" for word in words(first.get(name, "")))
+    for part in parsed.parts:
+        yield f"type:{part.content_type}"
+        if part.charset:
+            yield f"charset:{part.charset.lower()}"
+        if part.filename and "." in part.filename:
+            yield "attach:" + part.filename.rsplit(".", 1)[1].lower()[:MAX_WORD]
+
+
+def _address_tokens(name: str, value: str, with_address: bool = True) -> Iterator[str]:
+    if not value:
+        return
+    for display, address in addresses(value)[:1]:
+        address = address.lower()
+        if with_address and address:
+            yield f"{name}:addr:{address}"
+        if "@" in address:
+            yield f"{name}:domain:{address.rpartition('@')[2]}"
+        yield from (f"{name}:name:{word}" for word in words(display))
+
+
+# -- arithmetic ------------------------------------------------------------------------
+
+
+def token_probability(spam: int, ham: int, nspam: int, nham: int) -> float:
+    """Robinson's f(w): the token's spam ratio share, pulled towards PRIOR when rarely seen."""
+    spam_ratio = spam / nspam
+    ham_ratio = ham / nham
+    seen = spam + ham
+    if spam_ratio + ham_ratio == 0:
+        return PRIOR
+    p = spam_ratio / (spam_ratio + ham_ratio)
+    return (STRENGTH * PRIOR + seen * p) / (STRENGTH + seen)
+
+
+def chi2q(x2: float, degrees: int) -> float:
+    """P(chi-square with even *degrees* >= *x2*): the series SpamBayes uses."""
+    m = x2 / 2.0
+    term = math.exp(-m)
+    total = term
+    for i in range(1, degrees // 2):
+        term *= m / i
+        total += term
+    return min(total, 1.0)
+
+
+def fisher_combine(probabilities: Iterable[float]) -> float:
+    """Robinson/Fisher combining: (spamminess - hamminess + 1) / 2, 0.5 when nothing counts."""
+    probabilities = list(probabilities)
+    if not probabilities:
+        return 0.5
+    degrees = 2 * len(probabilities)
+    spamminess = 1.0 - chi2q(-2.0 * math.fsum(math.log1p(-p) for p in probabilities), degrees)
+    hamminess = 1.0 - chi2q(-2.0 * math.fsum(math.log(p) for p in probabilities), degrees)
+    return (spamminess - hamminess + 1.0) / 2.0
+
+
+def clues(counts: Mapping[str, tuple[int, int]], nspam: int, nham: int) -> list[Clue]:
+    """The MAX_CLUES most significant tokens, ignoring rare and indifferent ones."""
+    ranked = []
+    for token, (spam, ham) in counts.items():
+        if spam + ham < MIN_TOKEN_MESSAGES:
+            continue
+        probability = token_probability(spam, ham, nspam, nham)
+        if abs(probability - 0.5) >= MIN_DEVIATION:
+            ranked.append((abs(probability - 0.5), token, probability))
+    return [Clue(token, p) for _, token, p in heapq.nlargest(MAX_CLUES, ranked)]
+
+
+def bayes_symbol(probability: float, clue_count: int) -> Symbol:
+    """The SpamAssassin-style BAYES_nn symbol of *probability*."""
+    for lowest, name, score in BAYES_BANDS:
+        if probability >= lowest:
+            return Symbol(name, score, f"spam probability {probability:.4f} "
+                                       f"from {clue_count} tokens")
+    raise AssertionError("BAYES_BANDS ends at 0.0")  # pragma: no cover
+
+
+# -- fingerprints ----------------------------------------------------------------------
+
+
+def fingerprint(raw: bytes) -> str:
+    """sha256 of a message's Message-ID and normalised body: the same whatever headers
+    a relay added, so a message fed back from the mailbox is the one learned at receipt."""
+    match = _BODY_START.search(raw)
+    head = raw[:match.end()] if match else raw
+    return _fingerprint(parse_message(head).message_id, raw)
+
+
+def _fingerprint(message_id: str, raw: bytes) -> str:
+    match = _BODY_START.search(raw)
+    body = raw[match.end():] if match else b""
+    body = _TRAILING_SPACE.sub(b"", body.replace(b"\r\n", b"\n")).rstrip()
+    digest = hashlib.sha256(message_id.strip().encode("utf-8", "surrogateescape"))
+    digest.update(b"\0")
+    digest.update(body)
+    return digest.hexdigest()
+
+
+# -- the classifier --------------------------------------------------------------------
+
+
+class BayesClassifier:
+    """Classifies parsed messages with the token statistics of *store*, and learns into it."""
+
+    def __init__(self, store: BayesStore, min_spam: int = MIN_SPAM,
+                 min_ham: int = MIN_HAM) -> None:
+        self.store = store
+        self.min_spam = min_spam
+        self.min_ham = min_ham
+
+    def classify(self, parsed: ParsedMessage) -> tuple[float | None, Symbol | None]:
+        """The spam probability and its symbol, or (None, None) while under-trained."""
+        nspam, nham = self.store.totals()
+        if nspam < self.min_spam or nham < self.min_ham:
+            return None, None
+        found = clues(self.store.counts(tokenize(parsed)), nspam, nham)
+        probability = fisher_combine(clue.probability for clue in found)
+        return probability, bayes_symbol(probability, len(found))
+
+    def learn(self, parsed: ParsedMessage, raw: bytes, spam: bool) -> bool:
+        """Learn one message; False when it was already learned with this label."""
+        return self.store.learn(_fingerprint(parsed.message_id, raw), tokenize(parsed), spam)
+
+    def learn_many(self, messages: Iterable[bytes], spam: bool) -> int:
+        """Learn raw messages in batches; return how many changed the statistics.
+
+        Input with no header at all (not a message) is passed over.
+        """
+        return self.store.learn_many(_learn_items(messages, spam))
+
+
+def _learn_items(messages: Iterable[bytes], spam: bool) -> Iterator[LearnItem]:
+    for raw in messages:
+        parsed = parse_message(raw)
+        if parsed.headers:
+            yield LearnItem(_fingerprint(parsed.message_id, raw), tokenize(parsed), spam)

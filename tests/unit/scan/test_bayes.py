@@ -1,0 +1,257 @@
+"""spoolgate/scan/bayes.py: the tokens of real messages, Robinson/Fisher arithmetic checked
+against values worked out by hand, fingerprints, and the classifier over a SQLite store."""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Iterator
+from email.message import EmailMessage
+
+import pytest
+
+from spoolgate.mime.parse import parse_message
+from spoolgate.scan.bayes import (
+    BAYES_BANDS,
+    MAX_CLUES,
+    BayesClassifier,
+    bayes_symbol,
+    chi2q,
+    clues,
+    fingerprint,
+    fisher_combine,
+    token_probability,
+    tokenize,
+)
+from spoolgate.store.bayes import BayesStore
+from spoolgate.store.store import open_store
+from tests.conftest import CORPUS
+
+
+def message(body: str, *, subject: str = "Quarterly figures", message_id: str = "<1@remote.test>",
+            sender: str = "Alice Example <alice@remote.test>", html: str | None = None) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "bob@example.test"
+    msg["Subject"] = subject
+    msg["Message-ID"] = message_id
+    msg["X-Mailer"] = "Evolution 3.46"
+    msg.set_content(body)
+    if html is not None:
+        msg.add_alternative(html, subtype="html")
+    return msg.as_bytes()
+
+
+# -- tokens -----------------------------------------------------------------------------
+
+
+def test_tokens_of_a_multipart_message_with_html_and_an_attachment() -> None:
+    msg = EmailMessage()
+    msg["From"] = '"Größe Shop" <Offers@Deals.Example.COM>'
+    msg["Reply-To"] = "claims@elsewhere.test"
+    msg["Subject"] = "Claim your FREE prize!"
+    msg.set_content("Dear friend, visit https://www.prize-claims.test/now to collect.")
+    msg.add_alternative('<div style="color:red">Act <b>today</b>: <a href="http://tracker.'
+                        'example.net/c?id=1">click here</a><img src="http://198.51.100.7/p.gif">'
+                        "</div>", subtype="html")
+    msg.add_attachment(b"%PDF-1.4 secretword", maintype="application", subtype="pdf",
+                       filename="Invoice.PDF")
+
+    tokens = tokenize(parse_message(msg.as_bytes()))
+
+    assert {"subject:claim", "subject:free", "subject:prize", "dear", "friend", "visit",
+            "collect", "act", "today", "click", "here"} <= tokens
+    assert {"from:addr:offers@deals.example.com", "from:domain:deals.example.com",
+            "from:name:größe", "from:name:shop", "reply-to:domain:elsewhere.test"} <= tokens
+    assert {"url:www.prize-claims.test", "url:prize-claims.test", "url:tracker.example.net",
+            "url:example.net", "url:ip-address"} <= tokens
+    assert {"type:text/plain", "type:text/html", "type:application/pdf", "attach:pdf",
+            "charset:utf-8"} <= tokens
+    assert not {"div", "style", "color", "href", "secretword"} & tokens  # markup, attachment
+    assert not {"reply-to:addr:claims@elsewhere.test"} & tokens
+
+
+def test_words_are_lowercase_bounded_in_length_and_base64_is_skipped() -> None:
+    junk = base64.b64encode(bytes(range(256)) * 2).decode()[:76]
+    body = (f"Hi OK Wonderful antidisestablishmentarianism  {junk}\n"
+            "Quoted: 'words'. Price: $100, 50% off! mail me@example.org.\n")
+
+    tokens = tokenize(parse_message(message(body)))
+
+    assert {"wonderful", "quoted", "words", "price", "$100", "50%", "off", "mail",
+            "me@example.org"} <= tokens
+    assert not {"hi", "ok"} & tokens
+    # 28 characters: only its length class counts; the base64 line leaves no token at all
+    assert {t for t in tokens if t.startswith("skip:")} == {"skip:a 20"}
+    body_words = {t for t in tokens if ":" not in t}
+    assert all(3 <= len(t) <= 20 and t == t.lower() for t in body_words)
+
+
+def corpus_files(subset: str, count: int) -> list[bytes]:
+    folder = CORPUS / "spamassassin" / subset
+    if not folder.is_dir():
+        pytest.skip(f"mail corpus not found at {CORPUS} (set SPOOLGATE_CORPUS)")
+    return [path.read_bytes().partition(b"\n")[2] for path in sorted(folder.iterdir())[:count]]
+
+
+@pytest.mark.parametrize("subset", ["ham", "spam"])
+def test_tokens_of_real_messages_are_words_hosts_and_prefixed_headers(subset: str) -> None:
+    for raw in corpus_files(subset, 20):
+        parsed = parse_message(raw)
+        tokens = tokenize(parsed)
+
+        assert tokens, raw[:200]
+        assert any(t.startswith("from:addr:") for t in tokens)
+        assert {f"subject:{w}" for w in parsed.subject.lower().split()
+                if w.isalpha() and 3 <= len(w) <= 20} <= tokens
+        assert all(t == t.strip() and t for t in tokens)
+        assert all(len(t) <= 20 for t in tokens if ":" not in t)
+
+
+# -- arithmetic ---------------------------------------------------------------------------
+
+
+def test_token_probability_is_robinsons_smoothed_ratio() -> None:
+    # spam ratio 3/10, ham ratio 1/10: p = 0.75; n = 4: f = (1 * 0.5 + 4 * 0.75) / (1 + 4)
+    assert token_probability(3, 1, 10, 10) == pytest.approx(0.7)
+    # ratios, not counts: 2 of 100 spam against 2 of 10 ham leans to ham
+    assert token_probability(2, 2, 100, 10) == pytest.approx((0.5 + 4 * (0.02 / 0.22)) / 5)
+    assert token_probability(5, 0, 10, 10) == pytest.approx(5.5 / 6)
+
+
+def test_chi2q_for_four_degrees_is_the_closed_form() -> None:
+    for x in (0.1, 1.0, 7.8, 40.0):
+        assert chi2q(x, 4) == pytest.approx(math.exp(-x / 2) * (1 + x / 2))
+    assert chi2q(0.0, 300) == 1.0
+
+
+def test_fisher_combining_worked_by_hand() -> None:
+    # Two clues 0.9 and 0.8, so chi2Q(x, 4) = P * (1 - ln P) with P the product:
+    # spamminess = 1 - 0.02 * (1 - ln 0.02) = 0.9017595; hamminess = 1 - 0.72 * (1 - ln 0.72)
+    # = 0.0434790; (0.9017595 - 0.0434790 + 1) / 2 = 0.9291402
+    assert fisher_combine([0.9, 0.8]) == pytest.approx(0.929140, abs=1e-5)
+    assert fisher_combine([0.1, 0.2]) == pytest.approx(1 - 0.929140, abs=1e-5)
+    assert fisher_combine([]) == 0.5
+    assert fisher_combine([0.9, 0.1]) == pytest.approx(0.5)
+
+
+def test_clues_ignore_rare_and_indifferent_tokens_and_keep_the_strongest() -> None:
+    # leaning: p = 0.6, f = (0.5 + 10 * 0.6) / 11 = 0.59, too close to 0.5 to count
+    counts = {"once": (1, 0), "even": (5, 5), "spammy": (9, 0), "hammy": (0, 4),
+              "leaning": (6, 4)}
+
+    found = {clue.token: clue.probability for clue in clues(counts, 10, 10)}
+
+    assert found == pytest.approx({"spammy": 9.5 / 10, "hammy": 0.5 / 5})
+
+
+def test_clues_are_the_most_significant_tokens() -> None:
+    # (10, 0): f = 0.95; (10, 1): f = 0.875; (10, 2): f = 0.81 -- 67, 67 and 66 tokens
+    many = {f"t{i}": (10, i % 3) for i in range(MAX_CLUES + 50)}
+
+    strongest = {clue.token for clue in clues(many, 10, 10)}
+
+    assert len(strongest) == MAX_CLUES
+    assert {token for token, (_, ham) in many.items() if ham < 2} < strongest
+
+
+@pytest.mark.parametrize(("probability", "name", "score"), [
+    (0.0, "BAYES_00", -1.9), (0.03, "BAYES_05", -0.5), (0.5, "BAYES_50", 0.8),
+    (0.85, "BAYES_80", 2.0), (0.995, "BAYES_99", 3.5), (0.9995, "BAYES_999", 3.7),
+    (1.0, "BAYES_999", 3.7)])
+def test_symbols_follow_spamassassins_bands(probability: float, name: str, score: float) -> None:
+    symbol = bayes_symbol(probability, 12)
+
+    assert (symbol.name, symbol.score) == (name, score)
+    assert "12 tokens" in symbol.detail
+
+
+def test_the_bands_cover_zero_to_one_highest_first() -> None:
+    lows = [low for low, _, _ in BAYES_BANDS]
+    assert lows == sorted(lows, reverse=True)
+    assert lows[-1] == 0.0
+
+
+# -- fingerprints -------------------------------------------------------------------------
+
+
+def test_a_fingerprint_ignores_added_headers_and_line_endings() -> None:
+    raw = message("Line one\nLine two\n")
+    relayed = (b"Received: from mx.remote.test by gw.example.test\r\nX-Spam-Score: 3.1\r\n"
+               + raw.replace(b"\n", b"\r\n").replace(b"Line two", b"Line two   "))
+
+    assert fingerprint(relayed) == fingerprint(raw)
+    assert fingerprint(message("Line one\nLine 2\n")) != fingerprint(raw)
+    assert fingerprint(message("Line one\nLine two\n", message_id="<2@remote.test>")) \
+        != fingerprint(raw)
+    assert len(fingerprint(b"no header or body")) == 64
+
+
+# -- the classifier -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def classifier(sqlite_url: str) -> Iterator[BayesClassifier]:
+    store = open_store(sqlite_url)
+    bayes = BayesStore(store.engine)
+    yield BayesClassifier(bayes, min_spam=2, min_ham=2)
+    bayes.close()
+    store.close()
+
+
+def learn(classifier: BayesClassifier, raw: bytes, spam: bool) -> bool:
+    return classifier.learn(parse_message(raw), raw, spam)
+
+
+def test_no_opinion_until_enough_spam_and_ham_are_learned(classifier: BayesClassifier) -> None:
+    probe = parse_message(message("alpha"))
+    assert classifier.classify(probe) == (None, None)
+    learn(classifier, message("alpha", message_id="<s1@x>"), spam=True)
+    learn(classifier, message("bravo", message_id="<h1@x>"), spam=False)
+    learn(classifier, message("bravo", message_id="<h2@x>"), spam=False)
+
+    assert classifier.classify(probe) == (None, None)
+
+
+def test_classify_matches_the_hand_computed_probability(classifier: BayesClassifier) -> None:
+    """Two spam say "alpha delta", two ham say "bravo": everything else is shared, so it
+    counts 0.5 and is left out. alpha: 2 of 2 spam, 0 of 2 ham: f = (0.5 + 2 * 1) / 3 = 5/6."""
+    for n in (1, 2):
+        learn(classifier, message("alpha delta", message_id=f"<s{n}@x>"), spam=True)
+        learn(classifier, message("bravo", message_id=f"<h{n}@x>"), spam=False)
+
+    # One clue: spamminess = 1 - (1 - f) = f, hamminess = 1 - f, so the result is f.
+    one, symbol = classifier.classify(parse_message(message("alpha charlie")))
+    assert one == pytest.approx(5 / 6)
+    assert symbol is not None and (symbol.name, symbol.score) == ("BAYES_80", 2.0)
+    # Two clues of 5/6: (1 - (1/36)(1 + ln 36) - (1 - (25/36)(1 + ln 36/25)) + 1) / 2
+    two, _ = classifier.classify(parse_message(message("alpha delta")))
+    assert two == pytest.approx(0.910174, abs=1e-6)
+    # One each way cancels out.
+    even, symbol = classifier.classify(parse_message(message("alpha bravo")))
+    assert even == pytest.approx(0.5)
+    assert symbol is not None and symbol.name == "BAYES_50"
+
+
+def test_learning_a_message_twice_is_a_no_op_and_relearning_moves_it(
+        classifier: BayesClassifier) -> None:
+    raw = message("wire transfer urgent", message_id="<m@x>")
+    tokens = tokenize(parse_message(raw))
+
+    assert learn(classifier, raw, spam=True)
+    assert not learn(classifier, raw, spam=True)
+    assert classifier.store.totals() == (1, 0)
+    assert set(classifier.store.counts(tokens).values()) == {(1, 0)}
+
+    assert learn(classifier, raw, spam=False)
+    assert classifier.store.totals() == (0, 1)
+    assert set(classifier.store.counts(tokens).values()) == {(0, 1)}
+
+
+def test_learn_many_passes_over_input_that_is_not_a_message(
+        classifier: BayesClassifier) -> None:
+    raws = [message("one", message_id="<1@x>"), b"", message("two", message_id="<2@x>"),
+            message("one", message_id="<1@x>")]
+
+    assert classifier.learn_many(raws, spam=True) == 2
+    assert classifier.store.totals() == (2, 0)

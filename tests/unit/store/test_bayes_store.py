@@ -1,0 +1,163 @@
+"""spoolgate/store/bayes.py on SQLite and PostgreSQL: counts, totals, relearning, batches,
+concurrent learners, and the upgrade of a version 2 store."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from spoolgate.store import schema
+from spoolgate.store.bayes import BayesStore, LearnItem
+from spoolgate.store.engine import create_engine
+from spoolgate.store.migrations import LATEST, MIGRATIONS
+from spoolgate.store.store import Store, open_store
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    opened = open_store(store_url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def bayes(store: Store) -> Iterator[BayesStore]:
+    opened = BayesStore(store.engine)
+    yield opened
+    opened.close()
+
+
+def test_a_new_store_knows_nothing(bayes: BayesStore) -> None:
+    assert bayes.totals() == (0, 0)
+    assert bayes.counts(["free", "money"]) == {}
+    assert bayes.label("f" * 64) is None
+
+
+def test_learning_counts_each_token_once_per_message(bayes: BayesStore) -> None:
+    assert bayes.learn("m1", {"free", "money"}, spam=True)
+    assert bayes.learn("m2", {"free", "lunch"}, spam=True)
+    assert bayes.learn("m3", {"lunch", "meeting"}, spam=False)
+
+    assert bayes.totals() == (2, 1)
+    assert bayes.counts(["free", "money", "lunch", "meeting", "unknown"]) == {
+        "free": (2, 0), "money": (1, 0), "lunch": (1, 1), "meeting": (0, 1)}
+    assert [bayes.label(fp) for fp in ("m1", "m3")] == [True, False]
+
+
+def test_learning_the_same_message_again_changes_nothing(bayes: BayesStore) -> None:
+    assert bayes.learn("m1", {"free", "money"}, spam=True)
+
+    assert not bayes.learn("m1", {"free", "money"}, spam=True)
+
+    assert bayes.totals() == (1, 0)
+    assert bayes.counts(["free", "money"]) == {"free": (1, 0), "money": (1, 0)}
+
+
+def test_relearning_with_the_other_label_moves_the_counts(bayes: BayesStore) -> None:
+    bayes.learn("m1", {"invoice", "attached"}, spam=True)
+    bayes.learn("m2", {"invoice", "overdue"}, spam=True)
+
+    assert bayes.learn("m1", {"invoice", "attached"}, spam=False)  # "not spam" in webmail
+
+    assert bayes.totals() == (1, 1)
+    assert bayes.counts(["invoice", "attached", "overdue"]) == {
+        "invoice": (1, 1), "attached": (0, 1), "overdue": (1, 0)}
+    assert bayes.label("m1") is False
+    assert not bayes.learn("m1", {"invoice", "attached"}, spam=False)
+    assert bayes.learn("m1", {"invoice", "attached"}, spam=True)
+    assert bayes.counts(["invoice", "attached"]) == {"invoice": (2, 0), "attached": (1, 0)}
+
+
+def test_counts_never_go_below_zero(bayes: BayesStore) -> None:
+    """A message relearned with tokens it did not have at first (a changed tokenizer)."""
+    bayes.learn("m1", {"old"}, spam=True)
+
+    bayes.learn("m1", {"new"}, spam=False)
+
+    assert bayes.counts(["old", "new"]) == {"old": (1, 0), "new": (0, 1)}
+    assert bayes.totals() == (0, 1)
+
+
+def test_learn_many_commits_batches_and_the_last_label_of_a_message_wins(
+        bayes: BayesStore) -> None:
+    bayes.learn("known-spam", {"alpha"}, spam=True)
+    items = [
+        LearnItem("a", {"alpha", "bravo"}, True),
+        LearnItem("b", {"bravo"}, False),
+        LearnItem("c", {"charlie"}, True),
+        LearnItem("c", {"charlie"}, False),        # same batch as the first "c": ham wins
+        LearnItem("known-spam", {"alpha"}, True),  # already known: no change
+        LearnItem("known-spam", {"alpha"}, False),  # same batch: moved to ham
+        LearnItem("a", {"alpha", "bravo"}, True),  # a later batch: already known
+    ]
+
+    assert bayes.learn_many(items, batch_size=2) == 4
+
+    assert bayes.totals() == (1, 3)
+    assert bayes.counts(["alpha", "bravo", "charlie"]) == {
+        "alpha": (1, 1), "bravo": (1, 1), "charlie": (0, 1)}
+    assert [bayes.label(fp) for fp in ("a", "b", "c", "known-spam")] == [True, False, False, False]
+
+
+def test_counts_of_more_tokens_than_one_query_takes(bayes: BayesStore) -> None:
+    tokens = [f"token{i:05d}" for i in range(2_500)]
+    bayes.learn("m1", tokens, spam=False)
+
+    found = bayes.counts([*tokens, "never-seen"])
+
+    assert len(found) == 2_500
+    assert set(found.values()) == {(0, 1)}
+
+
+def test_learners_racing_on_one_message_count_it_once(store: Store) -> None:
+    """Eight threads, each with its own BayesStore, learn the same message at once."""
+    learners = [BayesStore(store.engine) for _ in range(8)]
+    start = threading.Barrier(len(learners))
+    results: list[bool] = []
+
+    def learn(learner: BayesStore) -> None:
+        start.wait(10)
+        results.append(learner.learn("same", {"race", "token"}, spam=True))
+
+    threads = [threading.Thread(target=learn, args=(learner,)) for learner in learners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for learner in learners:
+        learner.close()
+
+    assert sorted(results) == [False] * 7 + [True]
+    assert BayesStore(store.engine).counts(["race", "token"]) == {"race": (1, 0), "token": (1, 0)}
+
+
+def test_a_version_2_store_is_upgraded_with_its_data_kept(store_url: str) -> None:
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as conn:  # what Spoolgate with schema version 2 left behind
+            schema.schema_meta.create(conn)
+            conn.execute(schema.schema_meta.insert(), {"key": "version", "value": "2"})
+            for version, _, step in MIGRATIONS:
+                if version <= 2:
+                    step(conn)
+            conn.execute(schema.routes.insert(), {"name": "outbound", "state": "up",
+                                                  "since": 1.0, "updated_at": 1.0})
+        assert not sa.inspect(engine).has_table("bayes_tokens")
+    finally:
+        engine.dispose()
+
+    store = open_store(store_url)
+    try:
+        bayes = BayesStore(store.engine)
+        assert bayes.learn("m1", {"upgraded"}, spam=True)
+        assert bayes.counts(["upgraded"]) == {"upgraded": (1, 0)}
+        with store.reading() as conn:
+            version = conn.execute(sa.select(schema.schema_meta.c.value)).scalar()
+            routes = conn.execute(sa.select(schema.routes.c.name)).scalars().all()
+        assert (version, routes) == (str(LATEST), ["outbound"])
+        bayes.close()
+    finally:
+        store.close()
