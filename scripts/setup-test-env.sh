@@ -2,7 +2,7 @@
 # Install and start everything the test suite needs on a fresh Debian 12 machine:
 # Debian packages (Postfix and its smtp-source/smtp-sink, swaks with its TLS modules,
 # PostgreSQL, strace, Dovecot LMTP and IMAP as the company's mail server, clamd, Rspamd with
-# Redis for its Bayes, SpamAssassin spamd), the Python
+# Redis for its Bayes, SpamAssassin spamd, Chromium for the webmail tests), the Python
 # virtual environment with Spoolgate and its test tools, and a running
 # PostgreSQL with a superuser role for root. Safe to run again: it skips what is done.
 set -euo pipefail
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(postfix swaks libnet-ssleay-perl libio-socket-ssl-perl postgresql strace procps
               python3-venv dovecot-core dovecot-lmtpd dovecot-imapd clamav-daemon
-              rspamd spamassassin spamd redis-server)
+              rspamd spamassassin spamd redis-server chromium)
 need=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")

@@ -18,7 +18,8 @@ import os
 import signal
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
 
 from spoolgate.config import Settings
 from spoolgate.delivery.scheduler import DeliveryService
@@ -27,11 +28,18 @@ from spoolgate.intake.pipeline import Intake, IntakeSettings
 from spoolgate.intake.scanning import Scanning
 from spoolgate.mail.verdict import Action
 from spoolgate.ops.logging import setup_logging
+from spoolgate.scan.attachments import AttachmentRules
+from spoolgate.scan.authentication import Authenticator, stub_resolver
 from spoolgate.scan.base import Scanner
+from spoolgate.scan.bayes import BayesClassifier
 from spoolgate.scan.builtin import BuiltinScanner
 from spoolgate.scan.clamav import ClamavScanner
+from spoolgate.scan.heuristics import HeuristicsContext
 from spoolgate.scan.pipeline import ScanPipeline
 from spoolgate.scan.policy import ScanPolicy
+from spoolgate.scan.rspamd import RspamdScanner
+from spoolgate.scan.spamassassin import SpamAssassinScanner
+from spoolgate.store.bayes import BayesStore
 from spoolgate.store.groupcommit import GroupCommitter
 from spoolgate.store.store import Store, StoreError, open_store
 
@@ -89,23 +97,54 @@ async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
     return gateway
 
 
-def build_scanning(settings: Settings) -> Scanning | None:
-    """The scanners of ``[scan]`` and each domain's policy; None when none is configured."""
+def build_scanning(settings: Settings, store: Store | None = None,
+                   executor: Executor | None = None) -> Scanning | None:
+    """The scanners of ``[scan]`` and each domain's policy; None when none is configured.
+
+    *store* holds the Bayes classifier's tokens (no Bayes without it); *executor* runs the
+    built-in scanner's blocking work (the default executor when None).
+    """
     scan = settings.scan
     scanners: list[Scanner] = []
     for name in scan.scanners:
         if name == "builtin":
-            scanners.append(BuiltinScanner())
+            scanners.append(_builtin_scanner(settings, store, executor))
         elif name == "clamav":
             scanners.append(ClamavScanner(scan.clamav))
+        elif name == "rspamd":
+            scanners.append(RspamdScanner(scan.rspamd))
+        elif name == "spamassassin":
+            scanners.append(SpamAssassinScanner(scan.spamassassin,
+                                                hostname=settings.smtp.hostname))
     if not scanners:
         return None
     rescan = frozenset(scan.rescan_on_error)
     policies = {d.name: ScanPolicy(
         tag_score=d.spam.tag, quarantine_score=d.spam.quarantine, reject_score=d.spam.reject,
         virus_action=Action(d.spam.virus), unscannable_action=Action(d.spam.unscannable),
-        rescan_on_error=rescan) for d in settings.domains}
+        rescan_on_error=rescan, allow=d.spam.allow_senders, block=d.spam.block_senders,
+        subject_prefix=d.spam.subject_prefix, dmarc_enforce=d.spam.dmarc_enforce)
+        for d in settings.domains}
     return Scanning(ScanPipeline(scanners, scan.budget), policies)
+
+
+def _builtin_scanner(settings: Settings, store: Store | None,
+                     executor: Executor | None) -> BuiltinScanner:
+    scan = settings.scan
+    rules = AttachmentRules(max_archive_depth=scan.max_archive_depth)
+    if scan.blocked_extensions is not None:
+        rules = replace(rules, blocked_extensions=frozenset(
+            extension.lstrip(".") for extension in scan.blocked_extensions))
+    authenticator = None
+    if scan.authentication:
+        nameservers = [str(endpoint) for endpoint in settings.dns.nameservers]
+        authenticator = Authenticator(stub_resolver(nameservers, settings.dns.timeout),
+                                      timeout=min(scan.budget, settings.dns.timeout))
+    bayes = BayesClassifier(BayesStore(store.engine, store.write_lock)) \
+        if store and scan.bayes else None
+    return BuiltinScanner(
+        context=HeuristicsContext(own_domains=frozenset(d.name for d in settings.domains)),
+        attachments=rules, authenticator=authenticator, bayes=bayes, executor=executor)
 
 
 async def _maintain(store: Store) -> None:

@@ -2,7 +2,7 @@
 
 ``serve``, ``demo``, ``check-config``, ``migrate``, ``routes``,
 ``queue list|show|summary|flush|hold|release|delete|bounce``,
-``quarantine list|show|release|delete`` and ``scan FILE...``.
+``quarantine list|show|release|delete``, ``scan FILE...`` and ``train``.
 Errors are printed as one line naming what is wrong and the exit status is 2
 for a configuration mistake, 1 for anything else.
 """
@@ -230,7 +230,7 @@ def cmd_quarantine_release(args: argparse.Namespace) -> int:
             print(f"spoolgate: {args.queue_id} is not in quarantine", file=sys.stderr)
             return 1
         note = "released by operator without a rescan (scanning is off)"
-        scanning = build_scanning(settings)
+        scanning = build_scanning(settings, queue.store)
         if scanning is not None:
             envelope = Envelope(detail.entry.sender, tuple(Recipient(r.address) for r in waiting),
                                 ClientInfo(detail.client_ip, detail.helo, detail.tls))
@@ -253,39 +253,100 @@ def cmd_quarantine_release(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    """One JSON line per message file: the verdict the configured scanners and policy give."""
+    """One JSON line per message file, in order: the verdict of the configured scanners and
+    policy, the score, symbols, viruses, authentication results and time taken."""
     import asyncio
 
     from spoolgate.app import build_scanning
     from spoolgate.mail.envelope import ClientInfo, Envelope, Recipient
 
     settings = _settings(args)
-    scanning = build_scanning(settings)
-    if scanning is None:
-        print("spoolgate: no scanner is configured ([scan] scanners is empty)", file=sys.stderr)
-        return 1
-    rcpt = args.rcpt or f"postmaster@{settings.domains[0].name}"
-    envelope = Envelope(args.sender, (Recipient(rcpt),), ClientInfo(args.client_ip, args.helo))
-    failed = 0
-    for path in args.files:
+    store = open_store(settings.store.url, settings.store.auto_migrate)
+    try:
+        scanning = build_scanning(settings, store)
+        if scanning is None:
+            print("spoolgate: no scanner is configured ([scan] scanners is empty)",
+                  file=sys.stderr)
+            return 1
+        rcpt = args.rcpt or f"postmaster@{settings.domains[0].name}"
+        envelope = Envelope(args.sender, (Recipient(rcpt),),
+                            ClientInfo(args.client_ip, args.helo))
+        return asyncio.run(_scan_files(scanning, envelope, args.files, max(1, args.jobs)))
+    finally:
+        store.close()
+
+
+async def _scan_files(scanning, envelope, files: list[str], jobs: int) -> int:
+    """Scan *files* *jobs* at a time; print each result as soon as those before it are out."""
+    import asyncio
+
+    from spoolgate.scan.training import strip_from_line
+
+    slots = asyncio.Semaphore(jobs)
+
+    async def one(path: str) -> dict | None:
         try:
-            data = Path(path).read_bytes()
+            data = strip_from_line(await asyncio.to_thread(Path(path).read_bytes))
         except OSError as error:
             print(f"spoolgate: {path}: {error.strerror}", file=sys.stderr)
+            return None
+        async with slots:
+            started = time.perf_counter()
+            verdict = await scanning.verdict(envelope, data, "")
+            return _scan_result(path, verdict, time.perf_counter() - started)
+
+    tasks = [asyncio.ensure_future(one(path)) for path in files]
+    failed = 0
+    for task in tasks:
+        result = await task
+        if result is None:
             failed += 1
-            continue
-        started = time.perf_counter()
-        verdict = asyncio.run(scanning.verdict(envelope, data, ""))
-        print(json.dumps({
-            "file": path, "verdict": verdict.action.value, "score": verdict.score,
-            "reason": verdict.reason,
-            "symbols": {s.name: s.score for f in verdict.findings for s in f.symbols},
-            "viruses": [v for f in verdict.findings for v in f.viruses],
-            "errors": {f.scanner: f.error for f in verdict.findings if f.error},
-            "unscannable": {f.scanner: f.unscannable for f in verdict.findings
-                            if f.unscannable},
-            "seconds": round(time.perf_counter() - started, 4)}), flush=True)
+        else:
+            print(json.dumps(result), flush=True)
     return 1 if failed else 0
+
+
+def _scan_result(path: str, verdict, seconds: float) -> dict:
+    findings = verdict.findings
+    return {
+        "file": path, "verdict": verdict.action.value, "score": verdict.score,
+        "reason": verdict.reason,
+        "symbols": {s.name: s.score for f in findings for s in f.symbols},
+        "viruses": [v for f in findings for v in f.viruses],
+        "authentication": [{"method": a.method, "result": a.result,
+                            **dict(a.properties), **({"reason": a.reason} if a.reason else {})}
+                           for f in findings for a in f.authentication],
+        "errors": {f.scanner: f.error for f in findings if f.error},
+        "unscannable": {f.scanner: f.unscannable for f in findings if f.unscannable},
+        "scanners": {f.scanner: round(f.seconds, 4) for f in findings},
+        "seconds": round(seconds, 4)}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Teach the built-in Bayes classifier from files, folders, Maildirs or mbox files."""
+    from spoolgate.scan.bayes import BayesClassifier
+    from spoolgate.scan.training import train
+    from spoolgate.store.bayes import BayesStore
+
+    if not args.spam and not args.ham:
+        print("spoolgate: nothing to learn (give --spam PATH and/or --ham PATH)", file=sys.stderr)
+        return 2
+    missing = [p for p in (*args.spam, *args.ham) if not Path(p).exists()]
+    if missing:
+        print(f"spoolgate: {missing[0]}: no such file or folder", file=sys.stderr)
+        return 1
+    settings = _settings(args)
+    store = open_store(settings.store.url, settings.store.auto_migrate)
+    try:
+        classifier = BayesClassifier(BayesStore(store.engine, store.write_lock))
+        report = train(classifier, [Path(p) for p in args.spam], [Path(p) for p in args.ham])
+        spam, ham = classifier.store.totals()
+    finally:
+        store.close()
+    print(f"learned {report.learned_spam} spam and {report.learned_ham} ham "
+          f"({report.skipped} already known) in {report.seconds:.1f}s; "
+          f"the classifier now knows {spam} spam and {ham} ham")
+    return 0
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
@@ -383,7 +444,15 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(default: the first domain's postmaster)")
     scan.add_argument("--client-ip", default="127.0.0.1")
     scan.add_argument("--helo", default="scan.invalid")
+    scan.add_argument("--jobs", type=int, default=4, help="messages scanned at once (default 4)")
     scan.set_defaults(func=cmd_scan)
+    learn = verbs.add_parser("train", parents=[config],
+                             help="teach the built-in Bayes classifier spam and ham")
+    learn.add_argument("--spam", action="append", default=[], metavar="PATH",
+                       help="spam: a message file, a folder of them, a Maildir or an mbox")
+    learn.add_argument("--ham", action="append", default=[], metavar="PATH",
+                       help="ham (legitimate mail), in the same forms")
+    learn.set_defaults(func=cmd_train)
     routes = verbs.add_parser("routes", parents=[config], help="route health: up or down")
     routes.add_argument("--json", action="store_true")
     routes.set_defaults(func=cmd_routes)

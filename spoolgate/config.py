@@ -151,7 +151,7 @@ class DnsSettings:
     timeout: float = 10.0
 
 
-SCANNERS = ("builtin", "clamav")
+SCANNERS = ("builtin", "clamav", "rspamd", "spamassassin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +161,12 @@ class ScanSettings:
     scanners: tuple[str, ...] = ("builtin",)
     budget: float = 30.0
     clamav: str = "tcp:127.0.0.1:3310"   # clamd address: tcp:HOST:PORT or unix:PATH
+    rspamd: str = "http://127.0.0.1:11333"
+    spamassassin: str = "tcp:127.0.0.1:783"  # spamd address: tcp:HOST:PORT or unix:PATH
+    authentication: bool = True        # SPF, DKIM, DMARC in the built-in scanner
+    bayes: bool = True                 # the built-in Bayes classifier (once trained)
+    blocked_extensions: tuple[str, ...] | None = None  # None: the built-in list
+    max_archive_depth: int = 3
     rescan_on_error: tuple[str, ...] = ()  # scanners whose failure lets mail through
     quarantine_days: float = 30.0          # then quarantined mail is deleted
 
@@ -174,6 +180,10 @@ class SpamPolicySettings:
     reject: float = 15.0
     virus: str = "reject"            # or quarantine
     unscannable: str = "quarantine"  # or tempfail
+    allow_senders: frozenset[str] = frozenset()  # addresses or domains that skip the thresholds
+    block_senders: frozenset[str] = frozenset()  # addresses or domains refused with 550
+    subject_prefix: str = ""         # e.g. "[SPAM]" before the Subject of tagged mail
+    dmarc_enforce: bool = True       # DMARC fail + p=reject/quarantine: do what it asks
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,21 +503,52 @@ def _scanner_list(table: _Table, name: str, default: tuple[str, ...],
 
 def _scan(table: _Table) -> ScanSettings:
     d = ScanSettings()
+    extensions = table.get("blocked_extensions", list, None)
+    if extensions is not None:
+        for index, value in enumerate(extensions, 1):
+            if not isinstance(value, str) or not value.strip(". ") or "/" in value:
+                raise table.error(f"blocked_extensions[{index}]",
+                                  f"expected a file extension such as \".exe\", got {value!r}")
+        extensions = tuple("." + v.strip(". ").lower() for v in extensions)
     scan = ScanSettings(
         scanners=_scanner_list(table, "scanners", d.scanners, SCANNERS),
         budget=_seconds(table, "budget", d.budget, 0.1),
-        clamav=table.get("clamav", str, d.clamav),
+        clamav=_daemon_address(table, "clamav", d.clamav),
+        rspamd=_http_url(table, "rspamd", d.rspamd),
+        spamassassin=_daemon_address(table, "spamassassin", d.spamassassin),
+        authentication=table.get("authentication", bool, d.authentication),
+        bayes=table.get("bayes", bool, d.bayes),
+        blocked_extensions=extensions,
+        max_archive_depth=table.number("max_archive_depth", d.max_archive_depth, 1),
         rescan_on_error=_scanner_list(table, "rescan_on_error", d.rescan_on_error, SCANNERS),
         quarantine_days=_seconds(table, "quarantine_days", d.quarantine_days, 0))
-    kind, _, where = scan.clamav.partition(":")
+    return scan
+
+
+def _daemon_address(table: _Table, name: str, default: str) -> str:
+    """``tcp:HOST:PORT`` or ``unix:PATH``, checked here so a typo is not a traceback later."""
+    value = table.get(name, str, default)
+    kind, _, where = value.partition(":")
     if kind == "tcp":
         try:
             parse_endpoint(where)
         except ValueError as error:
-            raise table.error("clamav", f"tcp:HOST:PORT: {error}") from None
+            raise table.error(name, f"tcp:HOST:PORT: {error}") from None
     elif kind != "unix" or not where:
-        raise table.error("clamav", f"expected tcp:HOST:PORT or unix:PATH, got {scan.clamav!r}")
-    return scan
+        raise table.error(name, f"expected tcp:HOST:PORT or unix:PATH, got {value!r}")
+    return value
+
+
+def _http_url(table: _Table, name: str, default: str) -> str:
+    value = table.get(name, str, default)
+    scheme, _, rest = value.partition("://")
+    if scheme != "http" or not rest:
+        raise table.error(name, f"expected http://HOST:PORT, got {value!r}")
+    try:
+        parse_endpoint(rest.rstrip("/"), 80)
+    except ValueError as error:
+        raise table.error(name, f"http://HOST:PORT: {error}") from None
+    return value.rstrip("/")
 
 
 def _spam_policy(table: _Table) -> SpamPolicySettings:
@@ -517,11 +558,28 @@ def _spam_policy(table: _Table) -> SpamPolicySettings:
         quarantine=float(table.number("spam_quarantine", d.quarantine, -1000, integer=False)),
         reject=float(table.number("spam_reject", d.reject, -1000, integer=False)),
         virus=_choice(table, "virus", d.virus, ("reject", "quarantine")),
-        unscannable=_choice(table, "unscannable", d.unscannable, ("quarantine", "tempfail")))
+        unscannable=_choice(table, "unscannable", d.unscannable, ("quarantine", "tempfail")),
+        allow_senders=_sender_list(table, "allow_senders"),
+        block_senders=_sender_list(table, "block_senders"),
+        subject_prefix=table.get("spam_subject_prefix", str, d.subject_prefix).strip(),
+        dmarc_enforce=table.get("dmarc_enforce", bool, d.dmarc_enforce))
+    if not all(" " <= c <= "~" for c in policy.subject_prefix):
+        raise table.error("spam_subject_prefix", "must be printable ASCII, e.g. \"[SPAM]\"")
     if not policy.tag <= policy.quarantine <= policy.reject:
         raise table.error("spam_quarantine", "thresholds must rise: spam_tag <= "
                                              "spam_quarantine <= spam_reject")
     return policy
+
+
+def _sender_list(table: _Table, name: str) -> frozenset[str]:
+    """Addresses (``user@example.org``) and domains (``example.org``), lower-cased."""
+    entries = table.get(name, list, [])
+    for index, entry in enumerate(entries, 1):
+        local, at, domain = entry.rpartition("@") if isinstance(entry, str) else ("", "", "")
+        if not domain or "." not in domain or " " in entry or (at and not local):
+            raise table.error(f"{name}[{index}]",
+                              f"expected user@example.org or example.org, got {entry!r}")
+    return frozenset(entry.strip().lower() for entry in entries)
 
 
 def _domain_name(table: _Table) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.browser import browser, page  # noqa: F401 - fixtures for the webmail tests
 from tests.dns_server import loopback_dns  # noqa: F401 - a fixture for every test
 from tests.gateway_process import ROOT, GatewayProcess
 

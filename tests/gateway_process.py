@@ -61,10 +61,13 @@ class GatewayProcess:
         smtp_section.update(smtp or {})
         self.workers = int(smtp_section.get("workers", 1))
         # Ingress tests look at mail as it was stored: no delivery unless a test asks for it.
+        # No SPF/DKIM/DMARC look-ups unless a test asks (with a DNS server on loopback):
+        # the system resolver is off this machine.
         sections = {"node": {"name": "test"}, "smtp": smtp_section,
                     "store": {"url": store_url}, "log": {"file": str(self.log_path)},
-                    "delivery": {"enabled": False}}
-        sections.update(extra or {})
+                    "delivery": {"enabled": False}, "scan": {"authentication": False}}
+        for name, values in (extra or {}).items():  # merged key by key into the defaults
+            sections[name] = {**sections.get(name, {}), **values}
         self.config = folder / "spoolgate.toml"
         self.config.write_text(render_config(sections, domains or [
             {"name": "example.test", "route": "smtp://127.0.0.1:2526"}]))

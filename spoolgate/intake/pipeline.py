@@ -2,9 +2,10 @@
 
 :meth:`Intake.accept` checks the hop count, scans the message (refusing it, or
 marking it for quarantine, as the domain's policy says), prepends the
-``Received:`` header (and the spam headers of a tagged message) and commits the
-message through the group committer. It returns the queue ID
-only once the commit is durable; any failure raises :class:`SmtpError` with the
+``Received:`` header, our ``Authentication-Results`` (removing incoming ones that claim
+our authserv-id, RFC 8601 §5) and the spam headers and Subject tag of a tagged message,
+and commits the message through the group committer. It returns the queue ID only once
+the commit is durable; any failure raises :class:`SmtpError` with the
 reply the client must get (``452 4.3.1`` when the store cannot take it).
 """
 
@@ -14,12 +15,13 @@ import logging
 import time
 from dataclasses import dataclass
 
+from spoolgate.intake.auth_results import authentication_results_header, strip_forged_results
 from spoolgate.intake.received import count_received, received_header
-from spoolgate.intake.scanning import Scanning, describe, spam_headers
+from spoolgate.intake.scanning import Scanning, describe, prefix_subject, spam_headers
 from spoolgate.mail.envelope import Envelope, IncomingMessage
 from spoolgate.mail.queueid import new_queue_id
 from spoolgate.mail.reply import STORAGE_FAILURE, TOO_MANY_HOPS, SmtpError
-from spoolgate.mail.verdict import Action
+from spoolgate.mail.verdict import Action, Verdict
 from spoolgate.store.groupcommit import GroupCommitter
 from spoolgate.store.store import StoreError
 
@@ -59,8 +61,9 @@ class Intake:
             if unscanned:  # let through by rescan_on_error: marked for a later rescan
                 events.append(("rescan-needed", "; ".join(unscanned)))
             quarantined = verdict.action == Action.QUARANTINE
-            if verdict.action != Action.PASS:
-                data = spam_headers(verdict) + data
+            data = self._scan_headers(envelope, verdict, data)
+        else:
+            data = strip_forged_results(data, self._settings.hostname)
         now = time.time()
         stored = received_header(envelope, queue_id, self._settings.hostname, esmtp, now) + data
         message = IncomingMessage(
@@ -76,6 +79,19 @@ class Intake:
         log.info("%s: accepted %s delay=%.4f%s", queue_id, message.events[0][1],
                  time.perf_counter() - started, " quarantined" if quarantined else "")
         return queue_id
+
+    def _scan_headers(self, envelope: Envelope, verdict: Verdict, data: bytes) -> bytes:
+        """Our Authentication-Results (forged ones removed) and the spam headers and tag."""
+        authserv_id = self._settings.hostname
+        data = strip_forged_results(data, authserv_id)  # downstream trusts our authserv-id
+        if verdict.action in (Action.TAG, Action.QUARANTINE) and self._scanning is not None:
+            data = prefix_subject(data, self._scanning.policy(envelope).subject_prefix)
+        if verdict.action != Action.PASS:
+            data = spam_headers(verdict) + data
+        results = [a for f in verdict.findings for a in f.authentication]
+        if results:
+            data = authentication_results_header(authserv_id, results) + data
+        return data
 
 
 def _accept_detail(envelope: Envelope, size: int) -> str:

@@ -9,12 +9,15 @@ event log).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 from collections.abc import Mapping
 
 from spoolgate.mail.envelope import Envelope
 from spoolgate.mail.reply import SmtpError
 from spoolgate.mail.verdict import Action, Verdict
+from spoolgate.mime.parse import addresses, parse_message
 from spoolgate.scan.base import ScanRequest
 from spoolgate.scan.pipeline import ScanPipeline
 from spoolgate.scan.policy import ScanPolicy, decide, strictest
@@ -32,12 +35,17 @@ class Scanning:
         self._pipeline = pipeline
         self._policies = dict(policies)
 
+    def policy(self, envelope: Envelope) -> ScanPolicy:
+        """The strictest policy of the domains of *envelope*'s recipients."""
+        domains = {r.domain for r in envelope.recipients}
+        return strictest([self._policies[d] for d in sorted(domains) if d in self._policies])
+
     async def verdict(self, envelope: Envelope, data: bytes, queue_id: str) -> Verdict:
         """The verdict for one message under the strictest policy of its domains."""
-        findings = await self._pipeline.scan(ScanRequest(data, envelope, queue_id))
-        domains = {r.domain for r in envelope.recipients}
-        policy = strictest([self._policies[d] for d in sorted(domains) if d in self._policies])
-        return decide(policy, findings)
+        parsed = await asyncio.to_thread(parse_message, data)  # CPU: off the event loop
+        findings = await self._pipeline.scan(ScanRequest(data, envelope, queue_id, parsed))
+        senders = (envelope.sender, *(address for _, address in addresses(parsed.from_)[:1]))
+        return decide(self.policy(envelope), findings, senders)
 
     async def judge(self, envelope: Envelope, data: bytes, queue_id: str) -> Verdict:
         """The verdict for one message; raises :class:`SmtpError` for reject and tempfail."""
@@ -55,8 +63,11 @@ def describe(verdict: Verdict) -> str:
     symbols = ",".join(f"{s.name}({s.score:g})" for f in verdict.findings for s in f.symbols)
     scanners = ",".join(f"{f.scanner}:{f.seconds:.3f}s" for f in verdict.findings)
     viruses = ",".join(v for f in verdict.findings for v in f.viruses)
+    unscannable = ";".join(f"{f.scanner}: {f.unscannable}" for f in verdict.findings
+                           if f.unscannable)
     return (f"action={verdict.action.value} score={verdict.score:g} "
-            f"symbols={symbols or '-'} viruses={viruses or '-'} scanners={scanners}")
+            f"symbols={symbols or '-'} viruses={viruses or '-'} scanners={scanners}"
+            + (f" unscannable=({unscannable})" if unscannable else ""))
 
 
 def spam_headers(verdict: Verdict) -> bytes:
@@ -66,3 +77,32 @@ def spam_headers(verdict: Verdict) -> bytes:
     return (f"X-Spam-Score: {verdict.score:g}\r\n"
             f"X-Spam-Status: {'Yes' if spam else 'No'}, score={verdict.score:g} "
             f"tests={symbols}\r\n").encode("ascii", "replace")
+
+
+_SUBJECT = re.compile(rb"(?im)^subject[ \t]*:[ \t]*")
+
+
+def prefix_subject(data: bytes, prefix: str) -> bytes:
+    """*data* with *prefix* (printable ASCII) before its Subject, or a Subject added.
+
+    Only the top-level header block is touched; an encoded-word subject stays valid
+    because the prefix is followed by a space.
+    """
+    if not prefix:
+        return data
+    end = _header_end(data)
+    match = _SUBJECT.search(data, 0, end)
+    tag = prefix.encode("ascii") + b" "
+    if match is None:
+        return b"Subject: " + tag.rstrip() + b"\r\n" + data
+    if data[match.end():match.end() + len(tag)] == tag:
+        return data  # already tagged (a release, a second pass)
+    return data[:match.end()] + tag + data[match.end():]
+
+
+def _header_end(data: bytes) -> int:
+    """Where the top-level header block ends (the body's start, or the end of *data*)."""
+    if data.startswith((b"\r\n", b"\n")):
+        return 0
+    found = [i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0]
+    return min(found) if found else len(data)

@@ -18,6 +18,7 @@ from email import policy
 from email.feedparser import BytesFeedParser
 from email.header import decode_header, make_header
 from email.message import Message
+from email.utils import getaddresses
 from html.parser import HTMLParser
 
 # Costs measured with CPython 3.11's email package and policy.default (see _bounded_input).
@@ -26,6 +27,7 @@ ROOT_HEADER_BUDGET = 64 * 1024  # bytes of top-level headers given the structure
 STRUCTURED_HEADER_MAX = 8192  # one longer value skips it (address parsing is superlinear)
 MIME_HEADER_BUDGET = 32 * 1024  # bytes of Content-* headers per message: ~5-15 ms per KB
 MIME_HEADER_MAX = 4 * 1024  # one Content-* header; longer ones cost superlinear time
+ADDRESS_FIELD_MAX = 4096  # characters of an address field given to the address parser
 _FEED_CHUNK = 64 * 1024
 _DELIMITER_LINE = re.compile(rb"(?m)^--")
 _CONTENT_HEADER = re.compile(rb"(?im)^content-[a-z0-9-]*[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*")
@@ -374,6 +376,18 @@ class _TextExtractor(HTMLParser):
     def handle_data(self, data: str) -> None:
         if not self.skipping:
             self.chunks.append(data)
+
+
+def addresses(*values: str) -> list[tuple[str, str]]:
+    """``(display name, address)`` pairs of address header values; never raises.
+
+    The stdlib's address parser recurses on nested comments and quotes, so hostile fields
+    are cut to :data:`ADDRESS_FIELD_MAX` characters and a parser failure gives ``[]``.
+    """
+    try:
+        return getaddresses([value[:ADDRESS_FIELD_MAX] for value in values if value])
+    except (RecursionError, ValueError, IndexError, TypeError):
+        return []
 
 
 def html_to_text(html: str) -> str:

@@ -32,7 +32,6 @@ Choices beyond the RFCs:
 
 from __future__ import annotations
 
-import email.utils
 import ipaddress
 import re
 import time
@@ -51,7 +50,7 @@ from publicsuffixlist import PublicSuffixList
 
 from spoolgate.mail.envelope import Envelope
 from spoolgate.mail.verdict import AuthResult, Symbol
-from spoolgate.mime.parse import ParsedMessage, parse_message
+from spoolgate.mime.parse import ParsedMessage, addresses, parse_message
 
 # (method, result; "fail:<policy>" for DMARC) -> the symbol and its score. Scores follow
 # SpamAssassin's: a pass vouches a little, a fail of a domain's own policy weighs more
@@ -391,7 +390,7 @@ def from_domains(parsed: ParsedMessage) -> list[str]:
     """The distinct domains of every address in every From field, in order (ASCII form)."""
     values = [value for name, value in parsed.headers if name.lower() == "from"]
     domains: dict[str, None] = {}
-    for _, address in email.utils.getaddresses(values):
+    for _, address in addresses(*values):
         domain = _ascii_domain(address.rpartition("@")[2]) if "@" in address else None
         if domain:
             domains[domain] = None

@@ -13,15 +13,22 @@ from typing import Protocol
 
 from spoolgate.mail.envelope import Envelope
 from spoolgate.mail.verdict import Findings
+from spoolgate.mime.parse import ParsedMessage
 
 
 @dataclass(frozen=True, slots=True)
 class ScanRequest:
-    """One message to scan: the bytes as they will be stored, and who sent it how."""
+    """One message to scan: the bytes as they will be stored, and who sent it how.
+
+    ``parsed`` is the one parse of ``data`` (:mod:`spoolgate.mime`) made once per message
+    for every scanner and the policy; scanners that read MIME use it, never a parse of
+    their own.
+    """
 
     data: bytes
     envelope: Envelope
     queue_id: str = ""
+    parsed: ParsedMessage | None = None
 
 
 class Scanner(Protocol):

@@ -86,6 +86,12 @@ class Store:
         self._write_lock = write_lock
 
     @property
+    def write_lock(self) -> WriteLock:
+        """The lock every writer of this store takes (a file lock shared by processes on
+        SQLite), for store modules beside this one such as the Bayes tokens."""
+        return self._write_lock
+
+    @property
     def backend(self) -> str:
         return self.engine.dialect.name
 

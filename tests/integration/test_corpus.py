@@ -162,7 +162,9 @@ def send_raw(port: int, files: list[Path]) -> list[tuple[Path, int, str]]:
 
 def test_every_corpus_message_is_stored_or_properly_refused(
         corpus: Path, gateway_factory: Callable[..., GatewayProcess]) -> None:
-    gateway = gateway_factory(smtp={"max_errors": MAX_ERRORS})
+    # Content verdicts are not predictable from an independent reading of the file, so this
+    # SMTP test runs without scanners; tests/integration/scan/test_corpus_scan.py scans them.
+    gateway = gateway_factory(smtp={"max_errors": MAX_ERRORS}, extra={"scan": {"scanners": []}})
     files = message_files(corpus)
     assert len(files) > 5_000, f"only {len(files)} messages found in {corpus}"
     work: queue.Queue[Path] = queue.Queue()

@@ -114,7 +114,7 @@ def test_queue_list_and_show(gateway_factory: Callable[..., GatewayProcess], sto
     # Accepted, and scanned before the 250 by the default built-in scanner.
     assert [e["kind"] for e in detail["events"]] == ["accepted", "scanned"]
     assert "from=<>" in detail["events"][0]["detail"]
-    assert detail["events"][1]["detail"].startswith("action=pass score=0 ")
+    assert detail["events"][1]["detail"].startswith("action=pass score=1.5 ")  # no Date, no ID
     assert detail["events"][0]["at"] == detail["entry"]["received_at"]
 
 

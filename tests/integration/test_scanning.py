@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import smtplib
 
@@ -12,14 +13,17 @@ from spoolgate.store.store import open_store
 
 pytestmark = pytest.mark.integration
 
-CLEAN = b"From: a@remote.test\r\nTo: b@example.test\r\nSubject: hello\r\n\r\nHello.\r\n"
-SPAM = b"From: a@remote.test\r\nTo: b@example.test\r\nSubject: offer\r\n\r\n" + GTUBE + b"\r\n"
+HEADERS = (b"From: a@remote.test\r\nTo: b@example.test\r\nMessage-ID: <1@remote.test>\r\n"
+           b"Date: Sun, 29 Nov 2026 06:00:00 +0000\r\n")
+CLEAN = HEADERS + b"Subject: hello\r\n\r\nHello.\r\n"
+SPAM = HEADERS + b"Subject: offer\r\n\r\n" + GTUBE + b"\r\n"
 
 
-def _send(gateway, data: bytes, rcpts=("b@example.test",)) -> tuple[int, bytes]:
+def _send(gateway, data: bytes, rcpts=("b@example.test",),
+          sender: str = "a@remote.test") -> tuple[int, bytes]:
     with smtplib.SMTP("127.0.0.1", gateway.port, timeout=30) as smtp:
         smtp.ehlo("client.test")
-        smtp.mail("a@remote.test")
+        smtp.mail(sender)
         for rcpt in rcpts:
             assert smtp.rcpt(rcpt)[0] == 250
         return smtp.data(data)
@@ -73,3 +77,83 @@ def test_scanning_can_be_switched_off(gateway_factory) -> None:
     (entry,) = _queue(gateway)
     detail = json.loads(gateway.cli("queue", "show", entry["queue_id"], "--json").stdout)
     assert [e["kind"] for e in detail["events"]] == ["accepted"]
+
+
+def _stored(gateway, queue_id: str) -> bytes:
+    store = open_store(gateway.store_url)
+    try:
+        data = store.message_data(queue_id)
+    finally:
+        store.close()
+    assert data is not None
+    return data
+
+
+def test_spf_dmarc_results_are_written_and_forged_results_removed(gateway_factory,
+                                                                  loopback_dns) -> None:
+    host, port = loopback_dns.address
+    loopback_dns.add('remote.test. 60 IN TXT "v=spf1 ip4:192.0.2.0/24 -all"\n'
+                     'good.test. 60 IN TXT "v=spf1 ip4:127.0.0.0/8 -all"\n'
+                     '_dmarc.remote.test. 60 IN TXT "v=DMARC1; p=reject"\n')
+    gateway = gateway_factory(extra={"scan": {"authentication": True},
+                                     "dns": {"nameservers": [f"{host}:{port}"], "timeout": 2}})
+    forged = (b"Authentication-Results: MX.test.example; spf=pass smtp.mailfrom=remote.test\r\n"
+              b"Authentication-Results: other.example; dkim=pass header.d=remote.test\r\n")
+    # 127.0.0.1 is not in remote.test's SPF record and its DMARC policy is reject: refused.
+    assert _send(gateway, forged + CLEAN) == (550, b"5.7.1 Message rejected by content policy")
+    # good.test authorises this client: stored with our results, the forged one removed.
+    good = CLEAN.replace(b"a@remote.test", b"a@good.test")
+    assert _send(gateway, forged + good, sender="a@good.test")[0] == 250
+    (entry,) = _queue(gateway)
+    stored = _stored(gateway, entry["queue_id"])
+    head = stored.split(b"\r\n\r\n")[0]
+    ours = [h for h in head.split(b"\r\nAuthentication-Results:")[1:] if b"mx.test.example" in h]
+    assert len(ours) == 1 and b"spf=pass smtp.mailfrom=good.test" in ours[0]
+    assert b"MX.test.example; spf=pass" not in stored
+    assert b"Authentication-Results: other.example; dkim=pass" in stored
+    questions = {name.lower().rstrip(".") for name, _ in loopback_dns.queries}
+    assert {"remote.test", "_dmarc.remote.test", "good.test"} <= questions
+
+
+def test_block_and_allow_lists_and_the_subject_tag(gateway_factory) -> None:
+    gateway = gateway_factory(domains=[{
+        "name": "example.test", "route": "smtp://127.0.0.1:2526", "spam_tag": 0.5,
+        "spam_subject_prefix": "[SPAM]", "block_senders": ["spammer.test"],
+        "allow_senders": ["partner.test"]}])
+    no_date = CLEAN.replace(b"Date: Sun, 29 Nov 2026 06:00:00 +0000\r\n", b"")  # scores 1
+    assert _send(gateway, no_date, sender="x@mail.spammer.test")[0] == 550
+    assert _send(gateway, no_date, sender="x@partner.test")[0] == 250
+    assert _send(gateway, no_date)[0] == 250
+    allowed, tagged = (_stored(gateway, e["queue_id"]) for e in _queue(gateway))
+    assert b"Subject: hello\r\n" in allowed and b"X-Spam" not in allowed
+    assert b"Subject: [SPAM] hello\r\n" in tagged and b"tests=MISSING_DATE" in tagged
+    assert "sender on the block list (spammer.test)" in gateway.log
+
+
+def test_dangerous_attachments_and_oversized_structures(gateway_factory) -> None:
+    gateway = gateway_factory()
+    exe = (HEADERS + b"Subject: invoice\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\n"
+           b"Content-Type: application/pdf\r\n"
+           b"Content-Disposition: attachment; filename=\"invoice.pdf.exe\"\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--b--\r\n")
+    assert _send(gateway, exe) == (550, b"5.7.1 Message rejected by content policy")
+    # More parts than the parser inspects: not clean, so quarantined (the default).
+    parts = b"".join(b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(1_200))
+    many = HEADERS + (b"Subject: parts\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+                      + parts + b"--b--\r\n")
+    assert _send(gateway, many)[0] == 250
+    (entry,) = _queue(gateway)
+    assert [r["state"] for r in entry["recipients"]] == ["quarantined"]
+    events = json.loads(gateway.cli("queue", "show", entry["queue_id"], "--json").stdout)
+    (scanned,) = [e["detail"] for e in events["events"] if e["kind"] == "scanned"]
+    assert "action=quarantine" in scanned and "exceeds what is inspected" in scanned
+
+
+def test_gtube_hidden_in_base64_is_found_through_the_one_parse(gateway_factory) -> None:
+    gateway = gateway_factory()
+    encoded = base64.encodebytes(b"Dear friend,\r\n" + GTUBE + b"\r\n").replace(b"\n", b"\r\n")
+    data = (HEADERS + b"Subject: b64\r\nContent-Type: text/plain\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded)
+    assert GTUBE not in data
+    assert _send(gateway, data)[0] == 550

@@ -220,7 +220,25 @@ MISTAKES = {
     "auth without smarthost": ('[outbound]\nusername = "u"\npassword = "p"\n' + DOMAIN,
                                "[outbound].username", "needs a smarthost"),
     "unknown scanner": ('[scan]\nscanners = ["builtin", "clamd"]\n' + DOMAIN,
-                        "[scan].scanners[2]", "unknown scanner 'clamd' (expected builtin or clamav)"),
+                        "[scan].scanners[2]",
+                        "unknown scanner 'clamd' (expected builtin or clamav or rspamd or "
+                        "spamassassin)"),
+    "rspamd url": ('[scan]\nrspamd = "127.0.0.1:11333"\n' + DOMAIN, "[scan].rspamd",
+                   "expected http://HOST:PORT"),
+    "spamd address": ('[scan]\nspamassassin = "localhost:783"\n' + DOMAIN,
+                      "[scan].spamassassin", "expected tcp:HOST:PORT or unix:PATH"),
+    "authentication flag": ('[scan]\nauthentication = "yes"\n' + DOMAIN,
+                            "[scan].authentication", "expected a boolean, got a string"),
+    "blocked extension": ('[scan]\nblocked_extensions = ["exe", "a/b"]\n' + DOMAIN,
+                          "[scan].blocked_extensions[2]", "expected a file extension"),
+    "allow list entry": (DOMAIN + 'allow_senders = ["partner.test", "not an address"]\n',
+                         "[[domains]][1].allow_senders[2]",
+                         "expected user@example.org or example.org"),
+    "block list entry": (DOMAIN + 'block_senders = ["@spam.test"]\n',
+                         "[[domains]][1].block_senders[1]",
+                         "expected user@example.org or example.org"),
+    "subject prefix": (DOMAIN + 'spam_subject_prefix = "[SPÄM]"\n',
+                       "[[domains]][1].spam_subject_prefix", "must be printable ASCII"),
     "clamav without a port": ('[scan]\nclamav = "tcp:127.0.0.1"\n' + DOMAIN, "[scan].clamav",
                               "no port"),
     "clamav address scheme": ('[scan]\nclamav = "127.0.0.1:3310"\n' + DOMAIN, "[scan].clamav",
@@ -239,6 +257,24 @@ def test_mistake_is_named_by_file_and_key(tmp_path: Path, text: str, key: str,
                                           problem: str) -> None:
     error, path = config_error(tmp_path, text)
     assert_located(error, path, key, problem)
+
+
+def test_scan_engines_lists_and_prefix_are_read(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, (
+        '[scan]\nscanners = ["builtin", "rspamd", "spamassassin"]\n'
+        'rspamd = "http://[::1]:11333/"\nspamassassin = "unix:/run/spamd.sock"\n'
+        'authentication = false\nbayes = false\nblocked_extensions = [".EXE", "scr"]\n'
+        'max_archive_depth = 5\n' + DOMAIN
+        + 'allow_senders = ["Partner.test", "boss@remote.test"]\n'
+          'block_senders = ["spam.test"]\nspam_subject_prefix = " [SPAM] "\n')))
+    scan = settings.scan
+    assert scan.scanners == ("builtin", "rspamd", "spamassassin")
+    assert (scan.rspamd, scan.spamassassin) == ("http://[::1]:11333", "unix:/run/spamd.sock")
+    assert (scan.authentication, scan.bayes, scan.max_archive_depth) == (False, False, 5)
+    assert scan.blocked_extensions == (".exe", ".scr")
+    spam = settings.domains[0].spam
+    assert spam.allow_senders == {"partner.test", "boss@remote.test"}
+    assert spam.block_senders == {"spam.test"} and spam.subject_prefix == "[SPAM]"
 
 
 def test_delivery_defaults_and_per_domain_overrides(tmp_path: Path) -> None:

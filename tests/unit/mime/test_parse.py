@@ -318,3 +318,12 @@ def test_random_bytes_never_raise(data: bytes):
     parsed = parse_message(data, SMALL)
     assert parsed.part_count <= SMALL.max_parts
     assert not any(d.startswith("parser-error") for d in parsed.defects)
+
+
+def test_addresses_survive_fields_that_make_the_stdlib_parser_recurse() -> None:
+    from spoolgate.mime.parse import addresses
+
+    assert addresses("Alice <a@x.test>, b@y.test") == [("Alice", "a@x.test"), ("", "b@y.test")]
+    hostile = "(" * 3000 + "a@x.test"
+    assert isinstance(addresses(hostile), list)  # cut and parsed, or [] on failure
+    assert addresses("", "") == []

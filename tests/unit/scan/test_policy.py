@@ -7,12 +7,14 @@ import asyncio
 import pytest
 
 from spoolgate.mail.envelope import ClientInfo, Envelope, Recipient
-from spoolgate.mail.verdict import Action, Findings, Symbol
+from spoolgate.mail.verdict import Action, AuthResult, Findings, Symbol
 from spoolgate.scan.base import ScanRequest
 from spoolgate.scan.builtin import GTUBE, BuiltinScanner
 from spoolgate.scan.pipeline import ScanPipeline
-from spoolgate.scan.policy import ScanPolicy, decide
+from spoolgate.scan.policy import ScanPolicy, decide, strictest
 
+HEADERS = (b"From: a@remote.test\r\nDate: Sun, 29 Nov 2026 06:00:00 +0000\r\n"
+           b"Message-ID: <1@remote.test>\r\nSubject: hi\r\n")
 POLICY = ScanPolicy(tag_score=5, quarantine_score=10, reject_score=15)
 ENVELOPE = Envelope("a@remote.test", (Recipient("b@example.test"),), ClientInfo("192.0.2.1", "h"))
 
@@ -53,16 +55,6 @@ def test_what_could_not_be_fully_scanned_is_never_passed() -> None:
     assert decide(tempfail, [Findings("clamav", unscannable="x")]).action == Action.TEMPFAIL
 
 
-def test_gtube_is_spam_whatever_the_thresholds() -> None:
-    request = ScanRequest(b"Subject: test\r\n\r\n" + GTUBE + b"\r\n", ENVELOPE)
-    findings = asyncio.run(BuiltinScanner().scan(request, 1.0))
-    assert [s.name for s in findings.symbols] == ["GTUBE"]
-    assert decide(POLICY, [findings]).action == Action.REJECT
-    clean = asyncio.run(BuiltinScanner().scan(ScanRequest(b"Subject: hi\r\n\r\nhi\r\n",
-                                                           ENVELOPE), 1.0))
-    assert clean.symbols == () and decide(POLICY, [clean]).action == Action.PASS
-
-
 class _Stuck:
     """Stands for a scanner whose daemon hangs; the real-daemon version of this case is
     in tests/integration/scan (here only the pipeline's budget is under test)."""
@@ -85,7 +77,7 @@ class _Broken:
 
 def test_the_pipeline_turns_overruns_and_crashes_into_errors_within_the_budget() -> None:
     pipeline = ScanPipeline([BuiltinScanner(), _Stuck(), _Broken()], budget=0.2)
-    request = ScanRequest(b"Subject: hi\r\n\r\n" + GTUBE + b"\r\n", ENVELOPE, "Q1")
+    request = ScanRequest(HEADERS + b"\r\n" + GTUBE + b"\r\n", ENVELOPE, "Q1")
 
     async def run() -> tuple[float, tuple[Findings, ...]]:
         loop = asyncio.get_running_loop()
@@ -100,3 +92,70 @@ def test_the_pipeline_turns_overruns_and_crashes_into_errors_within_the_budget()
     assert stuck.error == "no answer within 0.2s"
     assert broken.error == "internal error (KeyError)"
     assert decide(POLICY, [builtin, stuck, broken]).action == Action.TEMPFAIL
+
+
+BLOCKING = ScanPolicy(block=frozenset({"spammer.test", "bad@remote.test"}),
+                      allow=frozenset({"partner.test", "boss@remote.test"}))
+
+
+@pytest.mark.parametrize(("sender", "entry"), [
+    ("bad@remote.test", "bad@remote.test"), ("x@spammer.test", "spammer.test"),
+    ("x@mail.spammer.test", "spammer.test"), ("X@SPAMMER.TEST", "spammer.test")])
+def test_a_blocked_sender_is_rejected_whatever_the_score(sender: str, entry: str) -> None:
+    verdict = decide(BLOCKING, [Findings("builtin", score=-10)], (sender, ""))
+    assert verdict.action == Action.REJECT and entry in verdict.reason
+
+
+def test_the_from_address_counts_for_the_lists_as_well_as_the_envelope_sender() -> None:
+    verdict = decide(BLOCKING, [Findings("builtin")], ("", "bad@remote.test"))
+    assert verdict.action == Action.REJECT
+
+
+def test_lookalike_domains_are_not_on_the_list() -> None:
+    for sender in ("x@notspammer.test", "x@spammer.test.evil", "good@remote.test"):
+        assert decide(BLOCKING, [Findings("builtin")], (sender, "")).action == Action.PASS
+
+
+def test_an_allowed_sender_skips_the_spam_thresholds_but_not_viruses() -> None:
+    spammy = [Findings("builtin", score=50)]
+    assert decide(BLOCKING, spammy, ("x@partner.test", "")).action == Action.PASS
+    assert decide(BLOCKING, spammy, ("x@other.test", "")).action == Action.REJECT
+    virus = [Findings("clamav", viruses=("Eicar",))]
+    assert decide(BLOCKING, virus, ("boss@remote.test", "")).action == Action.REJECT
+
+
+def test_an_allowed_from_address_that_fails_dmarc_gets_no_pass() -> None:
+    forged = [Findings("builtin", score=50,
+                       authentication=(AuthResult("dmarc", "fail"),))]
+    verdict = decide(BLOCKING, forged, ("x@evil.test", "boss@remote.test"))
+    assert verdict.action == Action.REJECT
+
+
+def test_several_domains_combine_to_block_any_and_allow_only_common_entries() -> None:
+    a = ScanPolicy(allow=frozenset({"partner.test", "x.test"}), block=frozenset({"a.test"}),
+                   subject_prefix="[SPAM]")
+    b = ScanPolicy(allow=frozenset({"x.test"}), block=frozenset({"b.test"}))
+    combined = strictest([a, b])
+    assert combined.allow == {"x.test"} and combined.block == {"a.test", "b.test"}
+    assert combined.subject_prefix == "[SPAM]"
+
+
+def dmarc_fail(policy: str) -> Findings:
+    return Findings("builtin", score=1.0, authentication=(
+        AuthResult("dmarc", "fail", properties=(("header.from", "bank.test"),
+                                                ("policy.dmarc", policy))),))
+
+
+@pytest.mark.parametrize(("published", "action"), [("reject", Action.REJECT),
+                                                   ("quarantine", Action.QUARANTINE),
+                                                   ("none", Action.PASS)])
+def test_a_dmarc_fail_gets_what_the_from_domain_publishes(published: str,
+                                                           action: Action) -> None:
+    assert decide(POLICY, [dmarc_fail(published)]).action == action
+    lenient = ScanPolicy(dmarc_enforce=False)
+    assert decide(lenient, [dmarc_fail(published)]).action == Action.PASS
+
+
+def test_a_high_score_still_rejects_what_dmarc_would_only_quarantine() -> None:
+    findings = [dmarc_fail("quarantine"), Findings("rspamd", score=20)]
+    assert decide(POLICY, findings).action == Action.REJECT
