@@ -29,6 +29,7 @@ MIN_WORD, MAX_WORD = 3, 20
 MAX_TEXT = 512 * 1024  # characters of text tokenized per message: a bounded cost (~50 ms)
 MAX_TOKENS = 5_000  # distinct tokens per message
 MAILER_HEADERS = ("x-mailer", "user-agent")
+MAX_HEADER_NAMES = 200  # header fields counted per message
 
 STRENGTH = 1.0  # Robinson's s: how much weight the prior x has against the evidence
 PRIOR = 0.5  # Robinson's x: the probability of a token never seen
@@ -37,24 +38,27 @@ MIN_DEVIATION = 0.1  # |f(w) - 0.5| of a token worth counting (SpamBayes' minimu
 MAX_CLUES = 150  # the most significant tokens combined (SpamBayes' max_discriminators)
 MIN_SPAM, MIN_HAM = 200, 200  # SpamAssassin's bayes_min_spam_num and bayes_min_ham_num
 
-# SpamAssassin 3.4's Bayes rules: the probability bands of rules/23_bayes.cf with the
-# scores of rules/50_scores.cf for the Bayes score sets (set 3). SpamAssassin adds
-# BAYES_999 (+0.2) on top of BAYES_99 (3.5); here one symbol carries the sum.
+# The probability bands of SpamAssassin 3.4's Bayes rules (rules/23_bayes.cf), scored for
+# a scanner with a dozen rules rather than SpamAssassin's thousand: SpamAssassin gives
+# BAYES_99 3.5 because other rules add the rest; here near-certainty (>= 0.99) must tag a
+# message on its own (the default tag threshold is 5), as Rspamd's BAYES_SPAM (up to 5.1)
+# does, and confident ham earns enough to outweigh a heuristic or two.
 # (lowest probability of the band, symbol, score), highest band first.
 BAYES_BANDS: tuple[tuple[float, str, float], ...] = (
-    (0.999, "BAYES_999", 3.7),
-    (0.99, "BAYES_99", 3.5),
-    (0.95, "BAYES_95", 3.0),
+    (0.999, "BAYES_999", 5.5),
+    (0.99, "BAYES_99", 5.0),
+    (0.95, "BAYES_95", 3.5),
     (0.80, "BAYES_80", 2.0),
-    (0.60, "BAYES_60", 1.5),
-    (0.40, "BAYES_50", 0.8),
-    (0.20, "BAYES_40", -0.001),
-    (0.05, "BAYES_20", -0.001),
-    (0.01, "BAYES_05", -0.5),
-    (0.0, "BAYES_00", -1.9),
+    (0.60, "BAYES_60", 1.0),
+    (0.40, "BAYES_50", 0.0),
+    (0.20, "BAYES_40", -0.5),
+    (0.05, "BAYES_20", -1.0),
+    (0.01, "BAYES_05", -1.5),
+    (0.0, "BAYES_00", -2.5),
 )
 
 _URL_HOST = re.compile(r"(?i)(?:\b(?:https?|ftp)://|\bwww\.)([a-z0-9-]+(?:\.[a-z0-9-]+)+)")
+_RECEIVED_HOST = re.compile(r"(?i)\b(?:from|by)\s+([a-z0-9-]+(?:\.[a-z0-9-]+)+)")
 _IP_HOST = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 _BASE64_CHUNK = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
 _WORDISH = re.compile(r"[\w$%@'.-]+")
@@ -133,12 +137,38 @@ def _header_tokens(parsed: ParsedMessage) -> Iterator[str]:
     yield from _address_tokens("reply-to", first.get("reply-to", ""), with_address=False)
     for name in MAILER_HEADERS:
         yield from (f"mailer:{word}" for word in words(first.get(name, "")))
+    yield from _header_shape(parsed)
     for part in parsed.parts:
         yield f"type:{part.content_type}"
         if part.charset:
             yield f"charset:{part.charset.lower()}"
         if part.filename and "." in part.filename:
             yield "attach:" + part.filename.rsplit(".", 1)[1].lower()[:MAX_WORD]
+
+
+def _header_shape(parsed: ParsedMessage) -> Iterator[str]:
+    """Which header fields a message has and how often, and where its Message-ID was made:
+    mailers and list servers leave marks that say more than words (as SpamBayes' tokenizer)."""
+    counts: dict[str, int] = {}
+    for name, _ in parsed.headers[:MAX_HEADER_NAMES]:
+        key = name.lower()[:MAX_WORD * 2]
+        counts[key] = counts.get(key, 0) + 1
+    for name, count in counts.items():
+        yield f"header:{name}:{min(count, 3)}"
+    for name, value in parsed.headers[:MAX_HEADER_NAMES]:
+        if name.lower() == "received":
+            yield from (f"received:{host}" for host in _received_hosts(value))
+    right = parsed.message_id.strip().strip("<>").rpartition("@")[2].lower()
+    yield f"message-id:@{right[:MAX_WORD * 2]}" if right else "message-id:none"
+
+
+def _received_hosts(value: str) -> Iterator[str]:
+    """The domains (last two labels) a Received line names after from/by: the path a
+    message took, which the mailers of a company's correspondents keep stable."""
+    for host in _RECEIVED_HOST.findall(value[:1000]):
+        host = host.lower().strip(".")
+        if not _IP_HOST.match(host) and "." in host:
+            yield ".".join(host.split(".")[-2:])
 
 
 def _address_tokens(name: str, value: str, with_address: bool = True) -> Iterator[str]:

@@ -71,6 +71,17 @@ def test_tokens_of_a_multipart_message_with_html_and_an_attachment() -> None:
     assert not {"reply-to:addr:claims@elsewhere.test"} & tokens
 
 
+def test_header_fields_present_and_the_message_id_domain_are_tokens() -> None:
+    raw = (b"From: a@remote.test\r\nList-Id: <dev.lists.test>\r\nReceived: one\r\n"
+           b"Received: two\r\nMessage-ID: <abc@MAILER.remote.test>\r\nSubject: s\r\n\r\nx\r\n")
+
+    tokens = tokenize(parse_message(raw))
+
+    assert {"header:list-id:1", "header:received:2", "header:from:1",
+            "message-id:@mailer.remote.test"} <= tokens
+    assert "message-id:none" in tokenize(parse_message(b"Subject: s\r\n\r\nx\r\n"))
+
+
 def test_words_are_lowercase_bounded_in_length_and_base64_is_skipped() -> None:
     junk = base64.b64encode(bytes(range(256)) * 2).decode()[:76]
     body = (f"Hi OK Wonderful antidisestablishmentarianism  {junk}\n"
@@ -156,9 +167,9 @@ def test_clues_are_the_most_significant_tokens() -> None:
 
 
 @pytest.mark.parametrize(("probability", "name", "score"), [
-    (0.0, "BAYES_00", -1.9), (0.03, "BAYES_05", -0.5), (0.5, "BAYES_50", 0.8),
-    (0.85, "BAYES_80", 2.0), (0.995, "BAYES_99", 3.5), (0.9995, "BAYES_999", 3.7),
-    (1.0, "BAYES_999", 3.7)])
+    (0.0, "BAYES_00", -2.5), (0.03, "BAYES_05", -1.5), (0.5, "BAYES_50", 0.0),
+    (0.85, "BAYES_80", 2.0), (0.995, "BAYES_99", 5.0), (0.9995, "BAYES_999", 5.5),
+    (1.0, "BAYES_999", 5.5)])
 def test_symbols_follow_spamassassins_bands(probability: float, name: str, score: float) -> None:
     symbol = bayes_symbol(probability, 12)
 
@@ -170,6 +181,11 @@ def test_the_bands_cover_zero_to_one_highest_first() -> None:
     lows = [low for low, _, _ in BAYES_BANDS]
     assert lows == sorted(lows, reverse=True)
     assert lows[-1] == 0.0
+
+
+def test_near_certainty_tags_a_message_on_its_own_and_certain_ham_scores_below_zero() -> None:
+    assert bayes_symbol(0.99, 20).score >= 5.0  # the default tag threshold
+    assert bayes_symbol(0.0, 20).score < 0 < bayes_symbol(0.9, 20).score
 
 
 # -- fingerprints -------------------------------------------------------------------------
