@@ -158,6 +158,8 @@ workers = {workers}
 url = "{store_url or 'sqlite:///' + str(folder / 'spoolgate.db')}"
 [log]
 file = "{folder / 'spoolgate.log'}"
+[web]
+enabled = false
 [[domains]]
 name = "example.test"
 route = "smtp://127.0.0.1:{route_port}"

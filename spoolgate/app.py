@@ -1,9 +1,10 @@
 """The composition root: builds every part from the settings and owns start-up and shutdown.
 
 Start-up order: store (migrations) -> group committer -> intake -> SMTP
-listeners -> extra ingress workers -> delivery (primary process only). Either
-SMTP ingress or delivery can be switched off, so a node can do one of them.
-Shutdown runs it backwards: stop accepting, let sessions finish their current
+listeners -> extra ingress workers -> delivery -> webmail (the last two on the primary
+process only). SMTP ingress, delivery and the webmail can each be switched off, so a
+node can do any of them. Shutdown runs it backwards: stop serving the webmail, stop
+accepting, let sessions finish their current
 transaction (bounded), let deliveries in flight finish (bounded; the rest stay
 leased and return to the queue at the next start), drain the committer, close
 the store. Nothing is created at import time.
@@ -42,6 +43,7 @@ from spoolgate.scan.spamassassin import SpamAssassinScanner
 from spoolgate.store.bayes import BayesStore
 from spoolgate.store.groupcommit import GroupCommitter
 from spoolgate.store.store import Store, StoreError, open_store
+from spoolgate.webmail.server import WebService, start_webmail
 
 log = logging.getLogger("spoolgate")
 SHUTDOWN_GRACE = 10.0
@@ -68,6 +70,7 @@ class Gateway:
     workers: list[multiprocessing.process.BaseProcess] = field(default_factory=list)
     maintenance: asyncio.Task[None] | None = None
     delivery: DeliveryService | None = None
+    web: WebService | None = None
 
 
 async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
@@ -94,6 +97,8 @@ async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
     if delivery is not None:
         await delivery.start()
         gateway.delivery = delivery
+    if primary and settings.web.enabled:
+        gateway.web = await start_webmail(settings, store)
     return gateway
 
 
@@ -165,6 +170,8 @@ async def _maintain(store: Store) -> None:
 
 
 async def stop_gateway(gateway: Gateway) -> None:
+    if gateway.web is not None:
+        await gateway.web.stop()
     if gateway.smtp is not None:
         await gateway.smtp.close()
         deadline = time.monotonic() + SHUTDOWN_GRACE
@@ -197,6 +204,21 @@ async def serve(settings: Settings, primary: bool = True) -> None:
     if watcher is not None:
         watcher.cancel()
     await stop_gateway(gateway)
+
+
+async def serve_web(settings: Settings) -> None:
+    """Run only the webmail until SIGTERM or SIGINT (``spoolgate web``)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    store = await asyncio.to_thread(open_store, settings.store.url, settings.store.auto_migrate)
+    try:
+        web = await start_webmail(settings, store)
+        await stop.wait()
+        await web.stop()
+    finally:
+        await asyncio.to_thread(store.close)
 
 
 async def _watch_parent(parent: int, stop: asyncio.Event) -> None:

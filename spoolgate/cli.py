@@ -2,7 +2,8 @@
 
 ``serve``, ``demo``, ``check-config``, ``migrate``, ``routes``,
 ``queue list|show|summary|flush|hold|release|delete|bounce``,
-``quarantine list|show|release|delete``, ``scan FILE...`` and ``train``.
+``quarantine list|show|release|delete``, ``scan FILE...``, ``train``, ``web`` and
+``user add|passwd|list|disable|enable``.
 Errors are printed as one line naming what is wrong and the exit status is 2
 for a configuration mistake, 1 for anything else.
 """
@@ -51,11 +52,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from spoolgate.demo import write_demo_config
 
     config = write_demo_config(Path(args.dir))
+    account = _demo_account(load_settings(config))
     print(f"demo configuration: {config}\n"
           "SMTP on 127.0.0.1:2525 for example.test, relayed to 127.0.0.1:2526; "
-          "store under the same folder. Ctrl-C stops it.", file=sys.stderr)
+          "store under the same folder.\n"
+          f"webmail on http://127.0.0.1:8025/ {account}\nCtrl-C stops it.", file=sys.stderr)
     args.config = str(config)
     return cmd_serve(args)
+
+
+def _demo_account(settings: Settings) -> str:
+    """A webmail account for the demo, made once with a random password shown once."""
+    import secrets
+
+    from spoolgate.webmail.users import UserError, add_user
+
+    email = f"demo@{settings.domains[0].name}"
+    password = secrets.token_urlsafe(12)
+    store = open_store(settings.store.url, settings.store.auto_migrate)
+    try:
+        add_user(store, email, password, domains=[email.rpartition("@")[2]])
+    except UserError:
+        return f"(account {email}: password as shown at its first start, or set it with "\
+               f"'spoolgate user passwd {email} --config ...')"
+    finally:
+        store.close()
+    return f"(account {email}, password {password})"
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -349,6 +371,64 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    """Serve only the webmail (for a node that neither receives nor delivers)."""
+    from spoolgate.app import run, serve_web
+    from spoolgate.ops.logging import setup_logging
+
+    settings = _settings(args)
+    setup_logging(settings.log.level, settings.log.format, settings.log.file)
+    run(serve_web(settings))
+    return 0
+
+
+def _password(args: argparse.Namespace) -> str | None:
+    """The new password: one line from standard input, or typed twice at a prompt."""
+    import getpass
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("New password: ")
+    if getpass.getpass("Again: ") != first:
+        print("spoolgate: the two passwords differ", file=sys.stderr)
+        return None
+    return first
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    """Webmail accounts: ``add``, ``passwd``, ``list``, ``disable``, ``enable``."""
+    from spoolgate.webmail.users import UserError, add_user, disable_user, list_users, set_password
+
+    settings = _settings(args)
+    store = open_store(settings.store.url, settings.store.auto_migrate)
+    try:
+        if args.user_verb == "list":
+            for user in list_users(store):
+                state = "disabled" if user.disabled else "active"
+                print(f"{user.email:<40} {state:<9} since {_format_time(user.created_at)}")
+            return 0
+        if args.user_verb in ("disable", "enable"):
+            disable_user(store, args.email, disabled=args.user_verb == "disable")
+            print(f"{args.email.lower()}: {args.user_verb}d")
+            return 0
+        password = _password(args)
+        if password is None:
+            return 1
+        if args.user_verb == "add":
+            user = add_user(store, args.email, password,
+                            domains=[d.name for d in settings.domains])
+            print(f"{user.email}: account created")
+        else:
+            set_password(store, args.email, password)
+            print(f"{args.email.lower()}: password changed; signed out everywhere")
+        return 0
+    except UserError as error:
+        print(f"spoolgate: {error}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+
+
 def cmd_routes(args: argparse.Namespace) -> int:
     settings = _settings(args)
     queue = _queue(settings)
@@ -453,6 +533,23 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--ham", action="append", default=[], metavar="PATH",
                        help="ham (legitimate mail), in the same forms")
     learn.set_defaults(func=cmd_train)
+    verbs.add_parser("web", parents=[config],
+                     help="serve only the webmail").set_defaults(func=cmd_web)
+    users = verbs.add_parser("user", help="webmail accounts").add_subparsers(
+        dest="user_verb", required=True)
+    for verb, text in (("add", "create an account (the address must be in one of the domains)"),
+                       ("passwd", "set a new password (ends the user's sessions)")):
+        sub = users.add_parser(verb, parents=[config], help=text)
+        sub.add_argument("email")
+        sub.add_argument("--password-stdin", action="store_true",
+                         help="read the password from one line of standard input")
+        sub.set_defaults(func=cmd_user)
+    for verb, text in (("disable", "refuse sign-in and end the user's sessions"),
+                       ("enable", "allow sign-in again")):
+        sub = users.add_parser(verb, parents=[config], help=text)
+        sub.add_argument("email")
+        sub.set_defaults(func=cmd_user)
+    users.add_parser("list", parents=[config], help="every account").set_defaults(func=cmd_user)
     routes = verbs.add_parser("routes", parents=[config], help="route health: up or down")
     routes.add_argument("--json", action="store_true")
     routes.set_defaults(func=cmd_routes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import socket
 import tomllib
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,14 @@ class StoreSettings:
 
 @dataclass(frozen=True, slots=True)
 class WebSettings:
+    """The emergency webmail (served by ``spoolgate serve`` or apart by ``spoolgate web``)."""
+
+    enabled: bool = True
     listen: Endpoint = Endpoint("127.0.0.1", 8025)
+    session_idle: float = 30 * 60     # signed out after this long without a request
+    session_max: float = 12 * 3600    # and after this long in any case
+    secure_cookies: bool = False      # true behind a TLS proxy: cookies only over HTTPS
+    timezone: str = "UTC"             # times shown to users
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +461,25 @@ def _tls(table: _Table, default: str) -> tuple[str, Path | None]:
     return mode, ca
 
 
+def _web(table: _Table) -> WebSettings:
+    d = WebSettings()
+    web = WebSettings(
+        enabled=table.get("enabled", bool, d.enabled),
+        listen=_listen(table, "listen", (d.listen,))[0],
+        session_idle=_seconds(table, "session_idle", d.session_idle, 60),
+        session_max=_seconds(table, "session_max", d.session_max, 60),
+        secure_cookies=table.get("secure_cookies", bool, d.secure_cookies),
+        timezone=table.get("timezone", str, d.timezone))
+    try:
+        zoneinfo.ZoneInfo(web.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise table.error("timezone", f"unknown time zone {web.timezone!r} "
+                                      "(e.g. \"Europe/Paris\" or \"UTC\")") from None
+    if web.session_max < web.session_idle:
+        raise table.error("session_max", f"must be at least session_idle ({web.session_idle:g})")
+    return web
+
+
 def _outbound(table: _Table) -> OutboundSettings:
     d = OutboundSettings()
     text = table.get("route", str, "mx")
@@ -653,8 +680,7 @@ def load_settings(path: Path | str) -> Settings:
         node=_section(top, "node", lambda t: NodeSettings(t.get("name", str, NodeSettings().name))),
         smtp=_section(top, "smtp", _smtp),
         store=_section(top, "store", _store),
-        web=_section(top, "web", lambda t: WebSettings(
-            _listen(t, "listen", (WebSettings().listen,))[0])),
+        web=_section(top, "web", _web),
         log=_section(top, "log", lambda t: LogSettings(
             level=_choice(t, "level", "info", ("debug", "info", "warning", "error")),
             format=_choice(t, "format", "text", ("text", "json")),

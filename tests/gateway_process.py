@@ -62,10 +62,12 @@ class GatewayProcess:
         self.workers = int(smtp_section.get("workers", 1))
         # Ingress tests look at mail as it was stored: no delivery unless a test asks for it.
         # No SPF/DKIM/DMARC look-ups unless a test asks (with a DNS server on loopback):
-        # the system resolver is off this machine.
+        # the system resolver is off this machine. No webmail unless a test asks (on a
+        # free port of its own).
         sections = {"node": {"name": "test"}, "smtp": smtp_section,
                     "store": {"url": store_url}, "log": {"file": str(self.log_path)},
-                    "delivery": {"enabled": False}, "scan": {"authentication": False}}
+                    "delivery": {"enabled": False}, "scan": {"authentication": False},
+                    "web": {"enabled": False}}
         for name, values in (extra or {}).items():  # merged key by key into the defaults
             sections[name] = {**sections.get(name, {}), **values}
         self.config = folder / "spoolgate.toml"
@@ -128,7 +130,7 @@ class GatewayProcess:
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        """Run ``spoolgate ARGS --config <this config>``."""
+    def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        """Run ``spoolgate ARGS --config <this config>`` (with *input* on its stdin)."""
         return subprocess.run([sys.executable, "-m", "spoolgate", *args, "--config", str(self.config)],
-                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+                              cwd=ROOT, capture_output=True, text=True, timeout=60, input=input)

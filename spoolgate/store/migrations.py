@@ -59,11 +59,19 @@ def _v3(conn: sa.Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _v4(conn: sa.Connection) -> None:
+    for table in (schema.users, schema.web_sessions, schema.login_throttle,
+                  schema.mailbox_flags, schema.message_index):
+        table.create(conn, checkfirst=True)
+    conn.exec_driver_sql(schema.RECIPIENTS_MAILBOX_DDL)
+
+
 # (version, what it does, how). Append only; never edit a released step.
 MIGRATIONS: tuple[tuple[int, str, Callable[[sa.Connection], None]], ...] = (
     (1, "messages, recipients and events", _v1),
     (2, "delivery: route health, retention, arrival order, pending-row index", _v2),
     (3, "the built-in Bayes classifier: token counts, totals, learned messages", _v3),
+    (4, "the webmail: users, sessions, sign-in throttle, mailbox flags, list index", _v4),
 )
 LATEST = MIGRATIONS[-1][0]
 _ADVISORY_KEY = 0x5B001_6A7E  # "spoolgate" schema lock on PostgreSQL

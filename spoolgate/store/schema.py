@@ -123,3 +123,61 @@ bayes_learned = sa.Table(
     sa.Column("learned_at", sa.Float, nullable=False),
     sqlite_with_rowid=False,
 )
+
+
+# -- the webmail: accounts, sessions, sign-in throttling, per-user flags, the list index --
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("email", sa.Text, primary_key=True),           # lower-case
+    sa.Column("password_hash", sa.Text, nullable=False),     # argon2id, PHC string
+    sa.Column("totp_secret", sa.Text),
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("password_changed_at", sa.Float, nullable=False),
+)
+
+web_sessions = sa.Table(
+    "web_sessions", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),        # sha256 hex of the cookie token
+    sa.Column("email", sa.Text, nullable=False),
+    sa.Column("csrf_token", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_seen_at", sa.Float, nullable=False),
+    sa.Column("client_ip", sa.Text, nullable=False),
+)
+sa.Index("web_sessions_email", web_sessions.c.email)
+sa.Index("web_sessions_last_seen", web_sessions.c.last_seen_at)
+
+login_throttle = sa.Table(
+    "login_throttle", metadata,
+    sa.Column("key", sa.Text, primary_key=True),             # "account:alice@x", "ip:1.2.3.4"
+    sa.Column("failures", sa.Integer, nullable=False, default=0),
+    sa.Column("last_failure_at", sa.Float, nullable=False),
+    sa.Column("locked_until", sa.Float),
+)
+
+mailbox_flags = sa.Table(
+    "mailbox_flags", metadata,
+    sa.Column("queue_id", sa.String(20), sa.ForeignKey("messages.queue_id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("address", sa.Text, primary_key=True),         # the user's lower-case address
+    sa.Column("seen_at", sa.Float),
+    sa.Column("trashed_at", sa.Float),
+    sa.Column("state_before_trash", sa.String(16)),          # set when trashing stopped delivery
+)
+
+# What the message list shows, from the one parse, written when a message is first listed.
+message_index = sa.Table(
+    "message_index", metadata,
+    sa.Column("queue_id", sa.String(20), sa.ForeignKey("messages.queue_id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("from_text", sa.Text, nullable=False),
+    sa.Column("to_text", sa.Text, nullable=False),
+    sa.Column("cc_text", sa.Text, nullable=False),
+    sa.Column("date_text", sa.Text, nullable=False),
+    sa.Column("snippet", sa.Text, nullable=False),
+    sa.Column("has_attachments", sa.Boolean, nullable=False),
+    sa.Column("attachment_names", sa.Text, nullable=False),  # newline-separated
+)

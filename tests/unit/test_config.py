@@ -237,6 +237,10 @@ MISTAKES = {
     "block list entry": (DOMAIN + 'block_senders = ["@spam.test"]\n',
                          "[[domains]][1].block_senders[1]",
                          "expected user@example.org or example.org"),
+    "web time zone": ('[web]\ntimezone = "Mars/Olympus"\n' + DOMAIN, "[web].timezone",
+                      "unknown time zone 'Mars/Olympus'"),
+    "web sessions": ('[web]\nsession_idle = 3600\nsession_max = 600\n' + DOMAIN,
+                     "[web].session_max", "must be at least session_idle (3600)"),
     "subject prefix": (DOMAIN + 'spam_subject_prefix = "[SPÄM]"\n',
                        "[[domains]][1].spam_subject_prefix", "must be printable ASCII"),
     "clamav without a port": ('[scan]\nclamav = "tcp:127.0.0.1"\n' + DOMAIN, "[scan].clamav",
@@ -398,7 +402,7 @@ def test_full_config_loads_with_the_right_values(tmp_path: Path) -> None:
     assert settings.store.url == f"sqlite:///{etc / 'var' / 'spoolgate.db'}"
     assert settings.store.group_commit_wait_ms == 2.5
     assert settings.store.auto_migrate is False
-    assert settings.web == WebSettings(Endpoint("::1", 8080))
+    assert settings.web == WebSettings(listen=Endpoint("::1", 8080))
     assert settings.log == LogSettings(level="debug", format="json",
                                        file=etc / "logs" / "spoolgate.log")
     assert settings.domains == (
@@ -444,7 +448,7 @@ def test_defaults_when_sections_are_absent(tmp_path: Path) -> None:
     assert settings.smtp.tls_cert is None and settings.smtp.tls_key is None
     assert settings.store.url == f"sqlite:///{tmp_path / 'spoolgate.db'}"
     assert (settings.store.group_commit_wait_ms, settings.store.auto_migrate) == (0.0, True)
-    assert settings.web == WebSettings(Endpoint("127.0.0.1", 8025))
+    assert settings.web == WebSettings()
     assert settings.log == LogSettings("info", "text", None)
     assert settings.domains == (DomainSettings("example.test", Route("smtp", "127.0.0.1", 2526)),)
 

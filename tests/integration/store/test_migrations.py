@@ -21,7 +21,8 @@ from tests.integration.store.messages import incoming
 pytestmark = pytest.mark.integration
 
 SPOOLGATE_TABLES = {"schema_meta", "messages", "recipients", "events", "routes",
-                    "bayes_tokens", "bayes_totals", "bayes_learned"}
+                    "bayes_tokens", "bayes_totals", "bayes_learned", "users", "web_sessions",
+                    "login_throttle", "mailbox_flags", "message_index"}
 
 
 @pytest.fixture

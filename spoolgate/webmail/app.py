@@ -1,0 +1,100 @@
+"""The webmail application: routes, middleware and error pages (Starlette).
+
+Owns the URL table. :func:`create_app` builds everything from a store and one
+:class:`WebmailSettings`; nothing is created at import time. Every route goes through
+:func:`spoolgate.webmail.sessions.endpoint` (session lookup, CSRF on POST) and every
+response through :class:`spoolgate.webmail.security.SecurityHeaders`. Errors become calm
+pages: 404 for anything not the user's, 500 without internals (logged).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from spoolgate.store.accounts import Accounts
+from spoolgate.store.mailbox import Folder, Mailbox
+from spoolgate.store.store import Store
+from spoolgate.webmail import mailbox, reading, signin
+from spoolgate.webmail.auth import Authenticator, default_hasher
+from spoolgate.webmail.security import SecurityHeaders
+from spoolgate.webmail.sessions import Sessions, endpoint
+from spoolgate.webmail.settings import WebmailSettings
+from spoolgate.webmail.site import Site, site_of, template_environment
+
+__all__ = ["WebmailSettings", "create_app"]
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(store: Store, settings: WebmailSettings, *,
+               clock: Callable[[], float] = time.time,
+               hasher: PasswordHasher | None = None) -> Starlette:
+    """The webmail for *store*; *clock* and *hasher* are for tests (a moved clock, a
+    cheaper argon2id)."""
+    hasher = hasher or default_hasher()
+    accounts = Accounts(store)
+    sessions = Sessions(accounts, settings, clock)
+    site = Site(store, settings, accounts, Mailbox(store, settings.node),
+                Authenticator(accounts, settings, hasher, clock), sessions,
+                template_environment(), clock)
+    app = Starlette(routes=_routes(sessions), middleware=[Middleware(SecurityHeaders)],
+                    exception_handlers={HTTPException: _http_error, Exception: _server_error})
+    app.state.site = site
+    return app
+
+
+def _routes(sessions: Sessions) -> list:
+    def get(path: str, handler, signed_in: bool = True) -> Route:
+        return Route(path, endpoint(sessions, handler, signed_in=signed_in), methods=["GET"])
+
+    def post(path: str, handler) -> Route:
+        return Route(path, endpoint(sessions, handler), methods=["POST"])
+
+    return [
+        Route("/", lambda request: RedirectResponse("/inbox", status_code=303)),
+        Route("/login", endpoint(sessions, signin.login_view, signed_in=False),
+              methods=["GET", "POST"]),
+        post("/logout", signin.logout_view),
+        get("/inbox", mailbox.folder_view(Folder.INBOX)),
+        get("/quarantine", mailbox.folder_view(Folder.QUARANTINE)),
+        get("/trash", mailbox.folder_view(Folder.TRASH)),
+        post("/trash/empty", mailbox.empty_trash_view),
+        get("/m/{queue_id}", reading.read_view),
+        get("/m/{queue_id}/frame", reading.frame_view),
+        get("/m/{queue_id}/source", reading.source_view),
+        get("/m/{queue_id}/part/{index}", reading.attachment_view),
+        get("/m/{queue_id}/cid/{cid:path}", reading.cid_view, signed_in=False),
+        post("/m/{queue_id}/delete", mailbox.delete_view),
+        post("/m/{queue_id}/restore", mailbox.restore_view),
+        post("/m/{queue_id}/unread", mailbox.unread_view),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    return _error_page(request, error.status_code, str(error.detail))
+
+
+async def _server_error(request: Request, error: Exception) -> Response:
+    log.exception("webmail: error answering %s %s", request.method, request.url.path)
+    return _error_page(request, 500, "Something went wrong on our side. Try again in a moment.")
+
+
+def _error_page(request: Request, status: int, message: str) -> Response:
+    if status == 405:
+        message = "That is not something this page does."
+    return site_of(request).page("error.html", None, status=status, code=status, message=message)

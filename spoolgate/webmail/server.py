@@ -1,0 +1,96 @@
+"""Serving the webmail: uvicorn inside the gateway's event loop, and session upkeep.
+
+The gateway owns the process's signals (SIGTERM stops ingress, delivery and the web in
+order), so the embedded uvicorn never installs handlers of its own. Expired sessions are
+removed from the store every few minutes; a failure to do so is logged once and retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from spoolgate.config import Settings
+from spoolgate.store.accounts import Accounts
+from spoolgate.store.store import Store, StoreError
+from spoolgate.webmail.app import create_app
+from spoolgate.webmail.settings import WebmailSettings
+
+log = logging.getLogger("spoolgate.web")
+SESSION_UPKEEP_INTERVAL = 300.0
+
+
+def webmail_settings(settings: Settings) -> WebmailSettings:
+    """The webmail's view of the configuration."""
+    web = settings.web
+    return WebmailSettings(
+        hostname=settings.smtp.hostname, node=settings.node.name,
+        domains={d.name: str(d.route) for d in settings.domains},
+        session_idle=web.session_idle, session_max=web.session_max,
+        secure_cookies=web.secure_cookies, timezone=web.timezone,
+        trash_retention=settings.delivery.failed_retention_days * 86400)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without signal handlers of its own: the gateway owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class WebService:
+    """The running webmail: its server task and the session upkeep task."""
+
+    server: uvicorn.Server
+    serving: asyncio.Task[None]
+    upkeep: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.upkeep.cancel()
+        self.server.should_exit = True
+        await self.serving
+
+
+async def start_webmail(settings: Settings, store: Store) -> WebService:
+    """Listen on ``[web] listen``; return once the socket is bound."""
+    options = webmail_settings(settings)
+    app = create_app(store, options)
+    listen = settings.web.listen
+    config = uvicorn.Config(app, host=listen.host, port=listen.port, log_config=None,
+                            access_log=False, lifespan="off", server_header=False,
+                            proxy_headers=False)
+    server = _EmbeddedServer(config)
+    loop = asyncio.get_running_loop()
+    serving = loop.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            serving.result()  # raises why it could not start (e.g. the port is taken)
+            raise RuntimeError(f"webmail on {listen} stopped while starting")
+        await asyncio.sleep(0.01)
+    log.info("webmail listening web=%s", listen)
+    upkeep = loop.create_task(_expire_sessions(Accounts(store), options))
+    return WebService(server, serving, upkeep)
+
+
+async def _expire_sessions(accounts: Accounts, options: WebmailSettings) -> None:
+    failing = False
+    while True:
+        await asyncio.sleep(SESSION_UPKEEP_INTERVAL)
+        now = time.time()
+        try:
+            await asyncio.to_thread(accounts.expire_sessions, now - options.session_idle,
+                                    now - options.session_max)
+        except StoreError as error:
+            if not failing:
+                log.warning("expiring webmail sessions failed (logged once): %s", error)
+            failing = True
+        else:
+            failing = False

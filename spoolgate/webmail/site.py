@@ -1,0 +1,66 @@
+"""The parts one webmail app works with, built once by :func:`create_app`.
+
+Owns the Jinja2 environment (autoescape on for every template) and the shared services
+handed to views through ``request.app.state.site``: store operations, the authenticator,
+sessions, settings and the clock. Holds no per-request state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from spoolgate.store.accounts import Accounts, WebSession
+from spoolgate.store.mailbox import Folder, Mailbox
+from spoolgate.store.store import Store
+from spoolgate.webmail.auth import Authenticator
+from spoolgate.webmail.sessions import Sessions
+from spoolgate.webmail.settings import WebmailSettings
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def template_environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
+                              autoescape=True, undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    store: Store
+    settings: WebmailSettings
+    accounts: Accounts
+    mailbox: Mailbox
+    auth: Authenticator
+    sessions: Sessions
+    templates: jinja2.Environment
+    clock: Callable[[], float]
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.settings.timezone)
+
+    def page(self, name: str, session: WebSession | None, status: int = 200,
+             **context: Any) -> HTMLResponse:
+        """Render template *name* with the signed-in user's common context."""
+        common: dict[str, Any] = {"user": session.email if session else None,
+                                  "csrf": session.csrf_token if session else "",
+                                  "hostname": self.settings.hostname, "folder": None,
+                                  "notice": None, "unread": 0}
+        if session is not None:
+            common["unread"] = self.mailbox.count(session.email, Folder.INBOX, unseen_only=True)
+        common.update(context)
+        html = self.templates.get_template(name).render(**common)
+        return HTMLResponse(html, status_code=status)
+
+
+def site_of(request: Request) -> Site:
+    return request.app.state.site
