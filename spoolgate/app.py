@@ -98,7 +98,7 @@ async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
         await delivery.start()
         gateway.delivery = delivery
     if primary and settings.web.enabled:
-        gateway.web = await start_webmail(settings, store)
+        gateway.web = await start_webmail(settings, store, submit=intake.accept)
     return gateway
 
 

@@ -83,6 +83,29 @@ class TrashOutcome:
     in_flight: bool     # it was being delivered at that moment: it may still arrive
 
 
+@dataclass(frozen=True, slots=True)
+class SentRecipient:
+    """One envelope recipient of a message the user sent, and how its delivery stands."""
+
+    address: str
+    state: str
+    attempts: int
+    last_reply: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SentItem:
+    """A message whose envelope sender is the user: the stored copy (kept for the
+    retention window like all mail) with its per-recipient delivery state."""
+
+    queue_id: str
+    received_at: float
+    size: int
+    recipients: tuple[SentRecipient, ...]
+    index: IndexEntry | None
+
+
 class Mailbox:
     """The per-user mailbox operations over one :class:`Store`."""
 
@@ -207,6 +230,28 @@ class Mailbox:
                 _start_purge_clock(conn, done, now + retention)
         return len(done)
 
+    def sent(self, email: str, limit: int) -> list[SentItem]:
+        """Up to *limit* messages the user sent (envelope sender), newest first."""
+        m, r, x = schema.messages, schema.recipients, schema.message_index
+        with self.store.reading() as conn:
+            heads = conn.execute(
+                sa.select(m.c.queue_id, m.c.received_at, m.c.size, x.c.subject, x.c.from_text,
+                          x.c.to_text, x.c.cc_text, x.c.date_text, x.c.snippet,
+                          x.c.has_attachments, x.c.attachment_names)
+                .select_from(m.outerjoin(x, x.c.queue_id == m.c.queue_id))
+                .where(sa.func.lower(m.c.sender) == email.lower())
+                .order_by(m.c.received_at.desc(), m.c.queue_id.desc()).limit(limit)).all()
+            rows = conn.execute(
+                sa.select(r.c.queue_id, r.c.address, r.c.state, r.c.attempts, r.c.last_reply,
+                          r.c.updated_at)
+                .where(r.c.queue_id.in_([h.queue_id for h in heads])).order_by(r.c.id)).all()
+        by_message: dict[str, list[SentRecipient]] = {}
+        for row in rows:
+            by_message.setdefault(row.queue_id, []).append(SentRecipient(
+                row.address, row.state, row.attempts, row.last_reply, row.updated_at))
+        return [SentItem(h.queue_id, h.received_at, h.size,
+                         tuple(by_message.get(h.queue_id, ())), _index(h)) for h in heads]
+
     def route(self, name: str) -> RouteStatus | None:
         t = schema.routes
         with self.store.reading() as conn:
@@ -246,12 +291,16 @@ def _items(email: str) -> sa.Select:
             .select_from(joined).where(_mine(email)))
 
 
+def _index(row: sa.Row) -> IndexEntry | None:
+    if row.subject is None:
+        return None
+    names = tuple(n for n in row.attachment_names.split("\n") if n)
+    return IndexEntry(row.subject, row.from_text, row.to_text, row.cc_text, row.date_text,
+                      row.snippet, bool(row.has_attachments), names)
+
+
 def _item(row: sa.Row) -> MailboxItem:
-    index = None
-    if row.subject is not None:
-        names = tuple(n for n in row.attachment_names.split("\n") if n)
-        index = IndexEntry(row.subject, row.from_text, row.to_text, row.cc_text, row.date_text,
-                           row.snippet, bool(row.has_attachments), names)
+    index = _index(row)
     return MailboxItem(row.queue_id, row.queued_at or 0.0, row.sender, row.size, row.state,
                        row.attempts, row.last_reply, row.next_attempt_at, row.updated_at,
                        row.seen_at is not None, row.trashed_at is not None,

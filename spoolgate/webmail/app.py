@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from argon2 import PasswordHasher
@@ -23,10 +23,11 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from spoolgate.mail.envelope import Envelope
 from spoolgate.store.accounts import Accounts
 from spoolgate.store.mailbox import Folder, Mailbox
 from spoolgate.store.store import Store
-from spoolgate.webmail import mailbox, reading, signin
+from spoolgate.webmail import mailbox, reading, sending, signin
 from spoolgate.webmail.auth import Authenticator, default_hasher
 from spoolgate.webmail.security import SecurityHeaders
 from spoolgate.webmail.sessions import Sessions, endpoint
@@ -41,15 +42,17 @@ STATIC = Path(__file__).parent / "static"
 
 def create_app(store: Store, settings: WebmailSettings, *,
                clock: Callable[[], float] = time.time,
-               hasher: PasswordHasher | None = None) -> Starlette:
+               hasher: PasswordHasher | None = None,
+               submit: Callable[[Envelope, bytes], Awaitable[str]] | None = None) -> Starlette:
     """The webmail for *store*; *clock* and *hasher* are for tests (a moved clock, a
-    cheaper argon2id)."""
+    cheaper argon2id); *submit* queues a message the user sends (the gateway's
+    ``Intake.accept``; without it sending is refused)."""
     hasher = hasher or default_hasher()
     accounts = Accounts(store)
     sessions = Sessions(accounts, settings, clock)
     site = Site(store, settings, accounts, Mailbox(store, settings.node),
                 Authenticator(accounts, settings, hasher, clock), sessions,
-                template_environment(), clock)
+                template_environment(), clock, submit)
     app = Starlette(routes=_routes(sessions), middleware=[Middleware(SecurityHeaders)],
                     exception_handlers={HTTPException: _http_error, Exception: _server_error})
     app.state.site = site
@@ -80,6 +83,12 @@ def _routes(sessions: Sessions) -> list:
         post("/m/{queue_id}/delete", mailbox.delete_view),
         post("/m/{queue_id}/restore", mailbox.restore_view),
         post("/m/{queue_id}/unread", mailbox.unread_view),
+        get("/m/{queue_id}/reply", sending.reply_view(reply_all=False)),
+        get("/m/{queue_id}/reply-all", sending.reply_view(reply_all=True)),
+        get("/m/{queue_id}/forward", sending.forward_view),
+        get("/compose", sending.compose_view),
+        Route("/compose", endpoint(sessions, sending.send_view, uploads=True), methods=["POST"]),
+        get("/sent", sending.sent_view),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 

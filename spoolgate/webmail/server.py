@@ -20,6 +20,7 @@ from spoolgate.config import Settings
 from spoolgate.store.accounts import Accounts
 from spoolgate.store.store import Store, StoreError
 from spoolgate.webmail.app import create_app
+from spoolgate.webmail.sending import Submit
 from spoolgate.webmail.settings import WebmailSettings
 
 log = logging.getLogger("spoolgate.web")
@@ -59,10 +60,12 @@ class WebService:
         await self.serving
 
 
-async def start_webmail(settings: Settings, store: Store) -> WebService:
-    """Listen on ``[web] listen``; return once the socket is bound."""
+async def start_webmail(settings: Settings, store: Store,
+                        submit: Submit | None = None) -> WebService:
+    """Listen on ``[web] listen``; return once the socket is bound. *submit* queues mail
+    sent from the webmail (without it, sending is refused)."""
     options = webmail_settings(settings)
-    app = create_app(store, options)
+    app = create_app(store, options, submit=submit)
     listen = settings.web.listen
     config = uvicorn.Config(app, host=listen.host, port=listen.port, log_config=None,
                             access_log=False, lifespan="off", server_header=False,

@@ -135,18 +135,39 @@ def _same_origin(request: Request) -> bool:
     return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
 
 
-def endpoint(sessions: Sessions, handler: Handler, *, signed_in: bool = True):
+def endpoint(sessions: Sessions, handler: Handler, *, signed_in: bool = True,
+             uploads: bool = False):
     """An ASGI endpoint running *handler* in the thread pool, after the session lookup
-    and, for POST, the CSRF check; signed-out requests to *signed_in* pages go to sign-in."""
+    and, for POST, the CSRF check; signed-out requests to *signed_in* pages go to sign-in.
+    With *uploads*, a POST may carry files (spooled to disk by python-multipart); one whose
+    declared length is over the settings' limit is refused before it is read."""
 
     async def run(request: Request) -> Response:
         form = None
         if request.method == "POST":
-            form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+            max_files = sessions.settings.max_attachments if uploads else 0
+            if uploads and not _length_ok(request, upload_limit(sessions.settings)):
+                return PlainTextResponse(TOO_LARGE, status_code=413)
+            form = await request.form(max_files=max_files, max_fields=MAX_FORM_FIELDS)
         return await run_in_threadpool(_guarded, sessions, handler, request, form, signed_in)
 
     run.__name__ = handler.__name__
     return run
+
+
+TOO_LARGE = ("This message is too large to send: go back and attach fewer or smaller "
+             "files.")
+
+
+def upload_limit(settings: WebmailSettings) -> int:
+    """Bytes a POST with uploads may declare: the message limit and room for its fields."""
+    return settings.max_message_size + 1024 * 1024
+
+
+def _length_ok(request: Request, limit: int) -> bool:
+    """Only a declared Content-Length within *limit* (browsers always declare one)."""
+    length = request.headers.get("content-length", "")
+    return length.isdigit() and int(length) <= limit
 
 
 def _guarded(sessions: Sessions, handler: Handler, request: Request, form: FormData | None,

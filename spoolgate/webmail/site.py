@@ -7,7 +7,7 @@ sessions, settings and the clock. Holds no per-request state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from spoolgate.mail.envelope import Envelope
 from spoolgate.store.accounts import Accounts, WebSession
 from spoolgate.store.mailbox import Folder, Mailbox
 from spoolgate.store.store import Store
@@ -43,6 +44,8 @@ class Site:
     sessions: Sessions
     templates: jinja2.Environment
     clock: Callable[[], float]
+    # Stores one message durably (the gateway's Intake.accept); None: sending is off.
+    submit: Callable[[Envelope, bytes], Awaitable[str]] | None = None
 
     @property
     def zone(self) -> ZoneInfo:
