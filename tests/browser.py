@@ -20,9 +20,13 @@ CHROMIUM_ARGS = [
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """One headless Chromium for the test session (a new context per test is cheap)."""
+    """One headless Chromium per test module (a new context per test is cheap).
+
+    Module scope, not session: while Playwright's sync API is open, its event loop runs
+    in the main thread, and every later test calling ``asyncio.run`` would fail.
+    """
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
