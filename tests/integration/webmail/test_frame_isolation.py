@@ -59,6 +59,9 @@ BROWSER_MESSAGE = re.compile("|".join([
     r"^Blocked setting the .* cookie from a `<meta>` tag",
     r"^A <\w+> tag was parsed within another <\w+> tag",
     r"^Failed to load resource: ",
+    # Chromium's own notice when it drops a flood of the refusals above (the raw run makes
+    # about 160,000); a script that ran would still show as a dialog, popup or request.
+    r"^\d+ log entries are not shown\.$",
 ]))
 # A request the browser never sent: stopped by the CSP or the sandbox, or not even started.
 BLOCKED_FAILURES = {"csp", "net::ERR_BLOCKED_BY_CSP"}
