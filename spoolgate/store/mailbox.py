@@ -1,8 +1,8 @@
 """A webmail user's view of the queue: their messages by folder, flags, trash and restore.
 
 Owns ``mailbox_flags`` (seen, trashed, the state a trash stopped) and ``message_index``
-(what the list shows, filled by the webmail from the one parse the first time a message
-is listed). A user's messages are the recipient rows whose address is theirs
+(what the list shows and search reads, filled by the webmail from the one parse the first
+time a message is listed or searched). A user's messages are the recipient rows whose address is theirs
 (``lower(address)``, walked newest first on the ``recipients_mailbox`` index). Trashing
 a message that still waits for the company's server deletes its row in the same
 transaction, with an event, so delivery never sends it; a row leased for delivery at that
@@ -51,6 +51,7 @@ class IndexEntry:
     snippet: str
     has_attachments: bool
     attachment_names: tuple[str, ...]
+    body_text: str = ""  # the start of the text body: written for search, not read back
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +127,18 @@ class Mailbox:
         with self.store.reading() as conn:
             return _dedupe([_item(row) for row in conn.execute(query)])
 
-    def count(self, email: str, folder: Folder, unseen_only: bool = False) -> int:
+    def count(self, email: str, folder: Folder, unseen_only: bool = False,
+              cap: int | None = None) -> int:
+        """Messages in *folder* (unseen ones only), counting no further than *cap*: every
+        page shows the unread count, and counting 100,000 rows took 30 ms."""
         r, f = schema.recipients, schema.mailbox_flags
         query = (sa.select(sa.func.count(sa.distinct(r.c.queue_id)))
                  .select_from(_joined(email)).where(_mine(email), _in_folder(folder)))
         if unseen_only:
             query = query.where(f.c.seen_at.is_(None))
+        if cap is not None:
+            ids = query.with_only_columns(r.c.queue_id).distinct().limit(cap).subquery()
+            query = sa.select(sa.func.count()).select_from(ids)
         with self.store.reading() as conn:
             return conn.execute(query).scalar_one()
 
@@ -278,7 +285,8 @@ def _in_folder(folder: Folder) -> sa.ColumnElement[bool]:
     return sa.and_(r.c.state.in_(states), f.c.trashed_at.is_(None))
 
 
-def _items(email: str) -> sa.Select:
+def _items(email: str, mine: sa.ColumnElement[bool] | None = None) -> sa.Select:
+    """The user's rows with flags and index; *mine* replaces the address test (search)."""
     r, f, m, x = (schema.recipients, schema.mailbox_flags, schema.messages,
                   schema.message_index)
     joined = (_joined(email).join(m, m.c.queue_id == r.c.queue_id)
@@ -288,7 +296,7 @@ def _items(email: str) -> sa.Select:
                       f.c.seen_at, f.c.trashed_at, f.c.state_before_trash,
                       x.c.subject, x.c.from_text, x.c.to_text, x.c.cc_text, x.c.date_text,
                       x.c.snippet, x.c.has_attachments, x.c.attachment_names)
-            .select_from(joined).where(_mine(email)))
+            .select_from(joined).where(_mine(email) if mine is None else mine))
 
 
 def _index(row: sa.Row) -> IndexEntry | None:
@@ -317,7 +325,8 @@ def _index_row(queue_id: str, entry: IndexEntry) -> dict:
     return {"queue_id": queue_id, "subject": entry.subject, "from_text": entry.from_text,
             "to_text": entry.to_text, "cc_text": entry.cc_text, "date_text": entry.date_text,
             "snippet": entry.snippet, "has_attachments": entry.has_attachments,
-            "attachment_names": "\n".join(entry.attachment_names)}
+            "attachment_names": "\n".join(entry.attachment_names),
+            "body_text": entry.body_text}
 
 
 def _flags_row(conn: sa.Connection, email: str, queue_id: str) -> None:

@@ -66,12 +66,28 @@ def _v4(conn: sa.Connection) -> None:
     conn.exec_driver_sql(schema.RECIPIENTS_MAILBOX_DDL)
 
 
+def _v5(conn: sa.Connection) -> None:
+    # message_index is a cache the webmail refills from the stored bytes when a message is
+    # next listed or searched, so it is rebuilt (with its new rowid key and body text)
+    # rather than altered: SQLite cannot change a primary key in place.
+    if conn.dialect.name == "sqlite":
+        for name in ("message_search_insert", "message_search_delete"):
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
+        conn.exec_driver_sql("DROP TABLE IF EXISTS message_search")
+    schema.message_index.drop(conn, checkfirst=True)
+    schema.message_index.create(conn)
+    search = {"sqlite": schema.SQLITE_SEARCH_DDL, "postgresql": schema.POSTGRESQL_SEARCH_DDL}
+    for ddl in search.get(conn.dialect.name, ()):
+        conn.exec_driver_sql(ddl)
+
+
 # (version, what it does, how). Append only; never edit a released step.
 MIGRATIONS: tuple[tuple[int, str, Callable[[sa.Connection], None]], ...] = (
     (1, "messages, recipients and events", _v1),
     (2, "delivery: route health, retention, arrival order, pending-row index", _v2),
     (3, "the built-in Bayes classifier: token counts, totals, learned messages", _v3),
     (4, "the webmail: users, sessions, sign-in throttle, mailbox flags, list index", _v4),
+    (5, "webmail search: the list index rebuilt with body text, FTS5 / tsvector", _v5),
 )
 LATEST = MIGRATIONS[-1][0]
 _ADVISORY_KEY = 0x5B001_6A7E  # "spoolgate" schema lock on PostgreSQL

@@ -168,10 +168,13 @@ mailbox_flags = sa.Table(
 )
 
 # What the message list shows, from the one parse, written when a message is first listed.
+# ``id`` is the rowid on SQLite, so the FTS5 index below can name rows by it (a table
+# without an INTEGER PRIMARY KEY may renumber its rowids on VACUUM).
 message_index = sa.Table(
     "message_index", metadata,
+    sa.Column("id", _Id, primary_key=True, autoincrement=True),
     sa.Column("queue_id", sa.String(20), sa.ForeignKey("messages.queue_id", ondelete="CASCADE"),
-              primary_key=True),
+              nullable=False, unique=True),
     sa.Column("subject", sa.Text, nullable=False),
     sa.Column("from_text", sa.Text, nullable=False),
     sa.Column("to_text", sa.Text, nullable=False),
@@ -180,4 +183,34 @@ message_index = sa.Table(
     sa.Column("snippet", sa.Text, nullable=False),
     sa.Column("has_attachments", sa.Boolean, nullable=False),
     sa.Column("attachment_names", sa.Text, nullable=False),  # newline-separated
+    sa.Column("body_text", sa.Text, nullable=False, default=""),  # for search, bounded
+)
+
+# Full-text search over message_index. SQLite: an FTS5 table with message_index as its
+# external content, kept in step by triggers (they also fire for the cascade when the
+# purge deletes a message). PostgreSQL: a generated tsvector column with a GIN index, in
+# the language-neutral 'simple' configuration: a mailbox mixes languages, and a stemmer
+# for the wrong one mangles words (English stemming of German or French mail), so words
+# are only lower-cased. '@' and '.' split words on both (unicode61 does so by itself).
+# Plain DDL made by migration 5 (neither is expressible in SQLAlchemy Core).
+SEARCH_COLUMNS = ("subject", "from_text", "to_text", "body_text", "attachment_names")
+SQLITE_SEARCH_DDL = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS message_search USING fts5(subject, from_text, "
+    "to_text, body_text, attachment_names, content='message_index', content_rowid='id')",
+    "CREATE TRIGGER IF NOT EXISTS message_search_insert AFTER INSERT ON message_index BEGIN "
+    "INSERT INTO message_search(rowid, subject, from_text, to_text, body_text, "
+    "attachment_names) VALUES (new.id, new.subject, new.from_text, "
+    "new.to_text || ' ' || new.cc_text, new.body_text, new.attachment_names); END",
+    "CREATE TRIGGER IF NOT EXISTS message_search_delete AFTER DELETE ON message_index BEGIN "
+    "INSERT INTO message_search(message_search, rowid, subject, from_text, to_text, "
+    "body_text, attachment_names) VALUES ('delete', old.id, old.subject, old.from_text, "
+    "old.to_text || ' ' || old.cc_text, old.body_text, old.attachment_names); END",
+)
+# Queries translate their words the same way (spoolgate.store.search).
+PG_SPLIT = ("@.<>", "    ")  # '<' too: PostgreSQL's parser skips "<...>" as an XML tag
+POSTGRESQL_SEARCH_DDL = (
+    "ALTER TABLE message_index ADD COLUMN IF NOT EXISTS search tsvector GENERATED ALWAYS AS "
+    "(to_tsvector('simple', translate(subject || ' ' || from_text || ' ' || to_text || ' ' "
+    "|| cc_text || ' ' || body_text || ' ' || attachment_names, '@.<>', '    '))) STORED",
+    "CREATE INDEX IF NOT EXISTS message_index_search ON message_index USING gin (search)",
 )

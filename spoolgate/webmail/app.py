@@ -27,7 +27,7 @@ from spoolgate.mail.envelope import Envelope
 from spoolgate.store.accounts import Accounts
 from spoolgate.store.mailbox import Folder, Mailbox
 from spoolgate.store.store import Store
-from spoolgate.webmail import mailbox, reading, sending, signin
+from spoolgate.webmail import mailbox, reading, search, sending, signin
 from spoolgate.webmail.auth import Authenticator, default_hasher
 from spoolgate.webmail.security import SecurityHeaders
 from spoolgate.webmail.sessions import Sessions, endpoint
@@ -56,6 +56,7 @@ def create_app(store: Store, settings: WebmailSettings, *,
     app = Starlette(routes=_routes(sessions), middleware=[Middleware(SecurityHeaders)],
                     exception_handlers={HTTPException: _http_error, Exception: _server_error})
     app.state.site = site
+    app.state.search_progress = search.IndexProgress()
     return app
 
 
@@ -89,6 +90,7 @@ def _routes(sessions: Sessions) -> list:
         get("/compose", sending.compose_view),
         Route("/compose", endpoint(sessions, sending.send_view, uploads=True), methods=["POST"]),
         get("/sent", sending.sent_view),
+        get("/search", search.search_view),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 

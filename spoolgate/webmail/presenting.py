@@ -15,6 +15,7 @@ from spoolgate.mime.parse import ParsedMessage, addresses
 from spoolgate.store.mailbox import IndexEntry, MailboxItem
 
 SNIPPET_LENGTH = 160
+SEARCH_TEXT_LENGTH = 64 * 1024  # characters of the text body that search sees
 _SPACE = re.compile(r"\s+")
 
 
@@ -69,13 +70,14 @@ def quarantine_label(detail: str | None) -> str:
 
 
 def index_entry(parsed: ParsedMessage) -> IndexEntry:
-    """The list's view of a parsed message."""
+    """The list's view of a parsed message, with the start of its text for search."""
     names = tuple(p.filename or "(unnamed)" for p in parsed.attachments())
+    body = parsed.text_body()
     return IndexEntry(subject=parsed.subject, from_text=parsed.from_, to_text=parsed.to,
                       cc_text=parsed.cc, date_text=parsed.date,
-                      snippet=_SPACE.sub(" ", parsed.text_body()[:4 * SNIPPET_LENGTH])
-                      .strip()[:SNIPPET_LENGTH],
-                      has_attachments=bool(names), attachment_names=names)
+                      snippet=_SPACE.sub(" ", body[:4 * SNIPPET_LENGTH]).strip()[:SNIPPET_LENGTH],
+                      has_attachments=bool(names), attachment_names=names,
+                      body_text=body[:SEARCH_TEXT_LENGTH])
 
 
 def sender_name(from_text: str, envelope_sender: str) -> str:

@@ -26,6 +26,7 @@ from spoolgate.webmail.sessions import Sessions
 from spoolgate.webmail.settings import WebmailSettings
 
 TEMPLATES = Path(__file__).parent / "templates"
+UNREAD_CAP = 1000  # the unread badge says "999+" beyond: counting on is a cost every page pays
 
 
 def template_environment() -> jinja2.Environment:
@@ -59,7 +60,9 @@ class Site:
                                   "hostname": self.settings.hostname, "folder": None,
                                   "notice": None, "unread": 0}
         if session is not None:
-            common["unread"] = self.mailbox.count(session.email, Folder.INBOX, unseen_only=True)
+            unread = self.mailbox.count(session.email, Folder.INBOX, unseen_only=True,
+                                        cap=UNREAD_CAP)
+            common["unread"] = f"{UNREAD_CAP - 1}+" if unread >= UNREAD_CAP else unread
         common.update(context)
         html = self.templates.get_template(name).render(**common)
         return HTMLResponse(html, status_code=status)

@@ -23,6 +23,13 @@ pytestmark = pytest.mark.integration
 SPOOLGATE_TABLES = {"schema_meta", "messages", "recipients", "events", "routes",
                     "bayes_tokens", "bayes_totals", "bayes_learned", "users", "web_sessions",
                     "login_throttle", "mailbox_flags", "message_index"}
+# SQLite's search index: the FTS5 table and its shadow tables.
+FTS5_TABLES = {"message_search", "message_search_data", "message_search_idx",
+               "message_search_docsize", "message_search_config"}
+
+
+def _expected_tables(engine: sa.Engine) -> set[str]:
+    return SPOOLGATE_TABLES | (FTS5_TABLES if engine.dialect.name == "sqlite" else set())
 
 
 @pytest.fixture
@@ -63,7 +70,7 @@ def test_an_empty_database_is_brought_to_latest(store_url: str, raw: sa.Engine) 
     store.commit_incoming([message])
     store.close()
 
-    assert _tables(raw) == SPOOLGATE_TABLES
+    assert _tables(raw) == _expected_tables(raw)
     assert _version_rows(raw) == [("version", str(LATEST))]
 
     # Opening again changes nothing: same version, same tables, the data still there.
@@ -73,7 +80,7 @@ def test_an_empty_database_is_brought_to_latest(store_url: str, raw: sa.Engine) 
         assert store.queue_ids() == [message.queue_id]
     finally:
         store.close()
-    assert _tables(raw) == SPOOLGATE_TABLES
+    assert _tables(raw) == _expected_tables(raw)
     assert _version_rows(raw) == [("version", str(LATEST))]
 
 
@@ -123,7 +130,7 @@ def test_an_older_schema_waits_for_spoolgate_migrate(
 
     assert cli.main(["migrate", "--config", str(config)]) == 0
     assert f"upgraded from version 0 to {LATEST}" in capsys.readouterr().out
-    assert _tables(raw) == SPOOLGATE_TABLES
+    assert _tables(raw) == _expected_tables(raw)
     assert _version_rows(raw) == [("version", str(LATEST))]
 
     assert cli.main(["migrate", "--config", str(config)]) == 0
@@ -204,5 +211,51 @@ def test_two_processes_migrating_an_empty_database_at_once(store_url: str, raw: 
 
     assert sorted(outcomes) == [("ok", 0), ("ok", LATEST)], outcomes
     assert [child.exitcode for child in children] == [0, 0]
-    assert _tables(raw) == SPOOLGATE_TABLES
+    assert _tables(raw) == _expected_tables(raw)
     assert _version_rows(raw) == [("version", str(LATEST))]
+
+
+def test_a_version_4_list_index_is_rebuilt_for_search(store_url: str, raw: sa.Engine) -> None:
+    """Step 5 replaces version 4's list index (keyed by queue ID, no body text) with the
+    searchable one, and the webmail refills it from the stored bytes."""
+    from zoneinfo import ZoneInfo
+
+    from spoolgate.store.mailbox import Mailbox
+    from spoolgate.store.search import Search
+    from spoolgate.webmail.search import index_pending, parse_query
+    from tests.webmail_mail import deliver, text_message
+
+    alice = "alice@example.test"
+    store = open_store(store_url)
+    queue_id = deliver(store, text_message(alice, subject="Harbour plans", body="tide\n"), alice)
+    store.close()
+    old = sa.Table("message_index", sa.MetaData(),
+                   sa.Column("queue_id", sa.String(20), primary_key=True),
+                   *(sa.Column(name, sa.Text, nullable=False) for name in (
+                       "subject", "from_text", "to_text", "cc_text", "date_text", "snippet",
+                       "attachment_names")),
+                   sa.Column("has_attachments", sa.Boolean, nullable=False))
+    with raw.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("DROP TABLE message_search")
+        conn.exec_driver_sql("DROP TABLE message_index")
+        old.create(conn)
+        conn.execute(old.insert(), {"queue_id": queue_id, "subject": "Harbour plans",
+                                    "from_text": "", "to_text": alice, "cc_text": "",
+                                    "date_text": "", "snippet": "", "attachment_names": "",
+                                    "has_attachments": False})
+    _set_version(raw, 4)
+
+    store = open_store(store_url)
+    try:
+        assert _version_rows(raw) == [("version", str(LATEST))]
+        columns = {c["name"] for c in sa.inspect(raw).get_columns("message_index")}
+        assert {"id", "body_text"} <= columns
+        with raw.connect() as conn:  # the old rows went with the old table
+            assert conn.execute(sa.text("SELECT count(*) FROM message_index")).scalar() == 0
+        assert _tables(raw) == _expected_tables(raw)
+        assert index_pending(store, Mailbox(store, "t"), alice, 10) is False
+        found = Search(store).find(alice, parse_query("tide", ZoneInfo("UTC")), 10)
+        assert [item.queue_id for item in found] == [queue_id]
+    finally:
+        store.close()

@@ -131,3 +131,11 @@ def test_route_status_for_the_banner(store: Store, mailbox: Mailbox) -> None:
                                    probe_delay=60.0)
     route = mailbox.route("smtp://10.0.0.1:25")
     assert route.state == "down" and route.since == 42.0
+
+
+def test_counting_stops_at_the_cap(store: Store, mailbox: Mailbox) -> None:
+    for n in range(4):
+        _put(store, ALICE, at=100.0 + n)
+    assert mailbox.count(ALICE, Folder.INBOX, unseen_only=True, cap=3) == 3
+    assert mailbox.count(ALICE, Folder.INBOX, unseen_only=True, cap=10) == 4
+    assert mailbox.count(ALICE, Folder.INBOX, unseen_only=True) == 4

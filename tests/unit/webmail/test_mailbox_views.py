@@ -199,3 +199,12 @@ def test_the_banner_shows_when_the_route_is_down(alice: TestClient, store: Store
                                    probe_delay=60)
     page = alice.get("/inbox").text
     assert ("Your mail server has been unreachable since" in page) is down
+
+
+def test_the_unread_badge_stops_counting_at_the_cap(alice: TestClient, store: Store,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from spoolgate.webmail import site
+    monkeypatch.setattr(site, "UNREAD_CAP", 3)
+    for n in range(3):
+        deliver(store, text_message(ALICE, subject=f"Unread {n}"), ALICE)
+    assert 'aria-label="2+ unread">2+<' in alice.get("/inbox").text
