@@ -33,9 +33,13 @@ class User:
     disabled: bool
     created_at: float
     password_changed_at: float
+    role: str = "user"                  # admin | domain-admin | user
+    domains: tuple[str, ...] = ()       # a domain-admin's domains
+    totp_last_step: int | None = None   # the last TOTP time step accepted (no replays)
+    imap_verified_at: float | None = None  # when the hash was last proved by IMAP
 
     def __repr__(self) -> str:  # never put a hash or secret in a log line
-        return f"User({self.email}, disabled={self.disabled})"
+        return f"User({self.email}, role={self.role}, disabled={self.disabled})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,7 @@ class WebSession:
     created_at: float
     last_seen_at: float
     client_ip: str
+    pending: str | None = None  # "totp": the password was right, the second factor is due
 
     def __repr__(self) -> str:
         return f"WebSession({self.email}, created_at={self.created_at})"
@@ -77,27 +82,30 @@ class Accounts:
 
     # -- users -------------------------------------------------------------------------
 
-    def add_user(self, email: str, password_hash: str, now: float) -> User:
+    def add_user(self, email: str, password_hash: str, now: float, role: str = "user",
+                 domains: Sequence[str] = ()) -> User:
         u = schema.users
-        user = User(email.lower(), password_hash, None, False, now, now)
+        user = User(email.lower(), password_hash, None, False, now, now, role,
+                    tuple(d.lower() for d in domains))
         with self.store.writing() as conn:
             if conn.execute(sa.select(u.c.email).where(u.c.email == user.email)).first():
                 raise AccountExists(user.email)
             conn.execute(u.insert().values(
                 email=user.email, password_hash=password_hash, totp_secret=None,
-                disabled=False, created_at=now, password_changed_at=now))
+                disabled=False, created_at=now, password_changed_at=now, role=role,
+                domains="\n".join(user.domains)))
         return user
 
     def get_user(self, email: str) -> User | None:
         u = schema.users
         with self.store.reading() as conn:
             row = conn.execute(sa.select(*u.c).where(u.c.email == email.lower())).first()
-        return None if row is None else User(*row)
+        return None if row is None else _user(row)
 
     def list_users(self) -> list[User]:
         u = schema.users
         with self.store.reading() as conn:
-            return [User(*row) for row in conn.execute(sa.select(*u.c).order_by(u.c.email))]
+            return [_user(row) for row in conn.execute(sa.select(*u.c).order_by(u.c.email))]
 
     def set_password(self, email: str, password_hash: str, now: float) -> bool:
         """Replace the hash; every session of the user ends with it. False: no such user."""
@@ -138,7 +146,7 @@ class Accounts:
             conn.execute(s.insert().values(
                 id=session.id, email=session.email, csrf_token=session.csrf_token,
                 created_at=session.created_at, last_seen_at=session.last_seen_at,
-                client_ip=session.client_ip))
+                client_ip=session.client_ip, pending=session.pending))
 
     def get_session(self, session_id: str) -> WebSession | None:
         """The session, if its user exists, is enabled and has not changed the password
@@ -149,7 +157,7 @@ class Accounts:
                         u.c.password_changed_at <= s.c.created_at))
         with self.store.reading() as conn:
             row = conn.execute(query).first()
-        return None if row is None else WebSession(*row)
+        return None if row is None else WebSession(**row._mapping)
 
     def touch_session(self, session_id: str, now: float) -> None:
         s = schema.web_sessions
@@ -195,6 +203,12 @@ class Accounts:
         t = schema.login_throttle
         with self.store.writing() as conn:
             conn.execute(t.delete().where(t.c.key.in_(list(keys))))
+
+
+def _user(row: sa.Row) -> User:
+    fields = dict(row._mapping)
+    fields["domains"] = tuple(d for d in (fields["domains"] or "").split("\n") if d)
+    return User(**fields)
 
 
 def _next_count(old: Throttle, rule: ThrottleRule, now: float) -> int:

@@ -35,9 +35,11 @@ def _add_missing_columns(conn: sa.Connection, table: sa.Table, names: tuple[str,
             continue
         column = table.c[name]
         ddl = f"ALTER TABLE {table.name} ADD COLUMN {name} {column.type.compile(conn.dialect)}"
-        if column.server_default is not None:
-            default = "false" if conn.dialect.name == "postgresql" else "0"
-            ddl += f" NOT NULL DEFAULT {default}"
+        default = getattr(column.server_default, "arg", None)
+        if isinstance(default, str):
+            ddl += " NOT NULL DEFAULT '{}'".format(default.replace("'", "''"))
+        elif default is not None:  # sa.false()
+            ddl += " NOT NULL DEFAULT " + ("false" if conn.dialect.name == "postgresql" else "0")
         conn.exec_driver_sql(ddl)
 
 
@@ -81,6 +83,16 @@ def _v5(conn: sa.Connection) -> None:
         conn.exec_driver_sql(ddl)
 
 
+
+def _v6(conn: sa.Connection) -> None:
+    _add_missing_columns(conn, schema.users,
+                         ("role", "domains", "totp_last_step", "imap_verified_at"))
+    _add_missing_columns(conn, schema.web_sessions, ("pending",))
+    schema.audit_log.create(conn, checkfirst=True)
+    for index in schema.audit_log.indexes:
+        index.create(conn, checkfirst=True)
+
+
 # (version, what it does, how). Append only; never edit a released step.
 MIGRATIONS: tuple[tuple[int, str, Callable[[sa.Connection], None]], ...] = (
     (1, "messages, recipients and events", _v1),
@@ -88,6 +100,8 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[sa.Connection], None]], ...] = (
     (3, "the built-in Bayes classifier: token counts, totals, learned messages", _v3),
     (4, "the webmail: users, sessions, sign-in throttle, mailbox flags, list index", _v4),
     (5, "webmail search: the list index rebuilt with body text, FTS5 / tsvector", _v5),
+    (6, "accounts: roles, a domain-admin's domains, TOTP replay guard, IMAP-verified "
+        "passwords, a pending second factor; the audit log", _v6),
 )
 LATEST = MIGRATIONS[-1][0]
 _ADVISORY_KEY = 0x5B001_6A7E  # "spoolgate" schema lock on PostgreSQL

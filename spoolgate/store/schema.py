@@ -135,6 +135,13 @@ users = sa.Table(
     sa.Column("disabled", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("password_changed_at", sa.Float, nullable=False),
+    # Added by step 6: the console's roles, and the second factor's replay guard.
+    sa.Column("role", sa.String(16), nullable=False, default="user",
+              server_default="user"),                  # admin | domain-admin | user
+    sa.Column("domains", sa.Text, nullable=False, default="",
+              server_default=""),                      # a domain-admin's, newline-separated
+    sa.Column("totp_last_step", sa.BigInteger),        # the last TOTP time step accepted
+    sa.Column("imap_verified_at", sa.Float),           # the hash is the last IMAP-good password
 )
 
 web_sessions = sa.Table(
@@ -145,6 +152,8 @@ web_sessions = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("last_seen_at", sa.Float, nullable=False),
     sa.Column("client_ip", sa.Text, nullable=False),
+    # Added by step 6: "totp" while the password is right but the second factor is awaited.
+    sa.Column("pending", sa.String(16)),
 )
 sa.Index("web_sessions_email", web_sessions.c.email)
 sa.Index("web_sessions_last_seen", web_sessions.c.last_seen_at)
@@ -214,3 +223,16 @@ POSTGRESQL_SEARCH_DDL = (
     "|| cc_text || ' ' || body_text || ' ' || attachment_names, '@.<>', '    '))) STORED",
     "CREATE INDEX IF NOT EXISTS message_index_search ON message_index USING gin (search)",
 )
+
+# Every console and account action: who did what to what, when and from where (step 6).
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("id", _Id, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),      # an address, or "cli:<os user>"
+    sa.Column("client_ip", sa.Text, nullable=False),  # "" from the CLI
+    sa.Column("action", sa.String(48), nullable=False),
+    sa.Column("target", sa.Text, nullable=False),     # a queue ID, an address, a route
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+)
+sa.Index("audit_log_at", audit_log.c.at)

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 SPOOLGATE_TABLES = {"schema_meta", "messages", "recipients", "events", "routes",
                     "bayes_tokens", "bayes_totals", "bayes_learned", "users", "web_sessions",
-                    "login_throttle", "mailbox_flags", "message_index"}
+                    "login_throttle", "mailbox_flags", "message_index", "audit_log"}
 # SQLite's search index: the FTS5 table and its shadow tables.
 FTS5_TABLES = {"message_search", "message_search_data", "message_search_idx",
                "message_search_docsize", "message_search_config"}
@@ -257,5 +257,31 @@ def test_a_version_4_list_index_is_rebuilt_for_search(store_url: str, raw: sa.En
         assert index_pending(store, Mailbox(store, "t"), alice, 10) is False
         found = Search(store).find(alice, parse_query("tide", ZoneInfo("UTC")), 10)
         assert [item.queue_id for item in found] == [queue_id]
+    finally:
+        store.close()
+
+
+def test_version_5_accounts_gain_a_role_and_the_audit_log(store_url: str, raw: sa.Engine) -> None:
+    """Step 6 adds columns to users and sessions that already hold rows: existing users
+    become plain users, and the audit log appears."""
+    from spoolgate.store.accounts import Accounts
+
+    store = open_store(store_url)
+    Accounts(store).add_user("Alice@example.test", "$argon2id$stand-in", 1.0)
+    store.close()
+    with raw.begin() as conn:
+        for column in ("role", "domains", "totp_last_step", "imap_verified_at"):
+            conn.exec_driver_sql(f"ALTER TABLE users DROP COLUMN {column}")
+        conn.exec_driver_sql("ALTER TABLE web_sessions DROP COLUMN pending")
+        conn.exec_driver_sql("DROP TABLE audit_log")
+    _set_version(raw, 5)
+
+    store = open_store(store_url)
+    try:
+        user = Accounts(store).get_user("alice@example.test")
+        assert user is not None
+        assert (user.role, user.domains, user.totp_last_step) == ("user", (), None)
+        assert _tables(raw) == _expected_tables(raw)
+        assert _version_rows(raw) == [("version", str(LATEST))]
     finally:
         store.close()
