@@ -160,6 +160,8 @@ url = "{store_url or 'sqlite:///' + str(folder / 'spoolgate.db')}"
 file = "{folder / 'spoolgate.log'}"
 [web]
 enabled = false
+[metrics]
+enabled = false
 [[domains]]
 name = "example.test"
 route = "smtp://127.0.0.1:{route_port}"

@@ -1,9 +1,10 @@
 """The composition root: builds every part from the settings and owns start-up and shutdown.
 
 Start-up order: store (migrations) -> group committer -> intake -> SMTP
-listeners -> extra ingress workers -> delivery -> webmail (the last two on the primary
-process only). SMTP ingress, delivery and the webmail can each be switched off, so a
-node can do any of them. Shutdown runs it backwards: stop serving the webmail, stop
+listeners -> extra ingress workers -> delivery -> webmail -> monitoring listener (the
+last three on the primary process only). SMTP ingress, delivery and the webmail can each
+be switched off, so a node can do any of them. Shutdown runs it backwards: stop serving
+the monitoring listener and the webmail, stop
 accepting, let sessions finish their current
 transaction (bounded), let deliveries in flight finish (bounded; the rest stay
 leased and return to the queue at the next start), drain the committer, close
@@ -18,17 +19,24 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
+from zoneinfo import ZoneInfo
 
+from spoolgate.admin.actions import make_releaser
+from spoolgate.admin.console import console_routes
+from spoolgate.admin.monitoring import MonitoringService, start_monitoring
 from spoolgate.config import Settings
 from spoolgate.delivery.scheduler import DeliveryService
 from spoolgate.ingress.server import SmtpService, start_smtp
 from spoolgate.intake.pipeline import Intake, IntakeSettings
+from spoolgate.intake.refusals import RefusalRecorder
 from spoolgate.intake.scanning import Scanning
+from spoolgate.mail.envelope import Envelope
 from spoolgate.mail.verdict import Action
 from spoolgate.ops.logging import setup_logging
+from spoolgate.ops.metrics import Metrics
 from spoolgate.scan.attachments import AttachmentRules
 from spoolgate.scan.authentication import Authenticator, stub_resolver
 from spoolgate.scan.base import Scanner
@@ -42,7 +50,11 @@ from spoolgate.scan.rspamd import RspamdScanner
 from spoolgate.scan.spamassassin import SpamAssassinScanner
 from spoolgate.store.bayes import BayesStore
 from spoolgate.store.groupcommit import GroupCommitter
+from spoolgate.store.queue import Queue
+from spoolgate.store.rejections import RefusalLog
+from spoolgate.store.senders import SenderRules
 from spoolgate.store.store import Store, StoreError, open_store
+from spoolgate.webmail.digest import DigestSender
 from spoolgate.webmail.server import WebService, start_webmail
 
 log = logging.getLogger("spoolgate")
@@ -71,25 +83,33 @@ class Gateway:
     maintenance: asyncio.Task[None] | None = None
     delivery: DeliveryService | None = None
     web: WebService | None = None
+    refusals: RefusalRecorder | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    monitoring: MonitoringService | None = None
+    digest: asyncio.Task[None] | None = None
 
 
 async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
     """Open the store and start listening; with *primary*, also start the extra workers."""
     store = await asyncio.to_thread(open_store, settings.store.url, settings.store.auto_migrate)
-    delivery = DeliveryService(settings, store) if primary and settings.delivery.enabled else None
+    metrics = Metrics(process=True)
+    delivery = (DeliveryService(settings, store, metrics)
+                if primary and settings.delivery.enabled else None)
     committer = GroupCommitter(store, max_wait=settings.store.group_commit_wait_ms / 1000,
-                               observe=delivery.wake if delivery else None)
+                               observe=delivery.wake if delivery else None, metrics=metrics)
     committer.start()
+    refusals = RefusalRecorder(RefusalLog(store), settings.smtp.refusal_log_days)
+    refusals.start()
     intake = Intake(IntakeSettings(hostname=settings.smtp.hostname, node=settings.node.name,
                                    max_received_headers=settings.smtp.max_received_headers),
-                    committer, build_scanning(settings))
-    gateway = Gateway(settings, store, committer)
+                    committer, build_scanning(settings, store), refusals=refusals, metrics=metrics)
+    gateway = Gateway(settings, store, committer, refusals=refusals, metrics=metrics)
     # With several ingress processes, delivery gets the primary process to itself (as
     # Postfix keeps qmgr and smtp apart from smtpd), so the two never share one GIL.
     listens = settings.smtp.enabled and (
         not primary or delivery is None or settings.smtp.workers == 1)
     if listens:
-        gateway.smtp = await start_smtp(settings, intake)
+        gateway.smtp = await start_smtp(settings, intake, metrics)
     if primary:
         if settings.smtp.enabled:
             gateway.workers = _spawn_workers(settings, settings.smtp.workers - int(listens))
@@ -97,9 +117,71 @@ async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
     if delivery is not None:
         await delivery.start()
         gateway.delivery = delivery
+    if primary:
+        gateway.digest = start_digest(settings, store, intake.accept)
     if primary and settings.web.enabled:
-        gateway.web = await start_webmail(settings, store, submit=intake.accept)
+        scanning = build_scanning(settings, store)
+        gateway.web = await start_webmail(settings, store, submit=intake.accept,
+                                          scanning=scanning,
+                                          classifier=build_classifier(settings, store),
+                                          extra_routes=_console(settings, store, scanning),
+                                          metrics=metrics)
+    if primary and settings.metrics.enabled:
+        gateway.monitoring = await start_monitoring(settings, metrics, store,
+                                                    lambda: _smtp_not_ready(gateway))
     return gateway
+
+
+def digest_sender(settings: Settings, store: Store,
+                  submit: Callable[[Envelope, bytes], Awaitable[str]]) -> DigestSender | None:
+    """The quarantine digest's sender, or None when ``[digest]`` is off or has no
+    ``public_url`` (its links need one: said once in the log)."""
+    digest = settings.digest
+    if not digest.enabled:
+        return None
+    if digest.public_url is None:
+        log.warning("quarantine digests are off: set [digest] public_url to the webmail's "
+                    "address as users reach it")
+        return None
+    return DigestSender(store, submit, public_url=digest.public_url, hour=digest.hour,
+                        zone=ZoneInfo(settings.web.timezone), link_days=digest.link_days,
+                        node=settings.node.name,
+                        user_release={d.name: d.spam.user_release for d in settings.domains})
+
+
+def start_digest(settings: Settings, store: Store,
+                 submit: Callable[[Envelope, bytes], Awaitable[str]]) -> asyncio.Task[None] | None:
+    """The daily digest's task on the primary node (None when digests are off)."""
+    sender = digest_sender(settings, store, submit)
+    return asyncio.get_running_loop().create_task(sender.run()) if sender else None
+
+
+async def send_digests_now(settings: Settings, force: bool = False) -> int:
+    """``spoolgate digest send``: queue the digests due now (with *force*, every opted-in
+    user's) through a short-lived intake, and return how many."""
+    store = await asyncio.to_thread(open_store, settings.store.url, settings.store.auto_migrate)
+    committer = GroupCommitter(store)
+    committer.start()
+    try:
+        intake = Intake(IntakeSettings(hostname=settings.smtp.hostname, node=settings.node.name,
+                                       max_received_headers=settings.smtp.max_received_headers),
+                        committer, build_scanning(settings, store))
+        sender = digest_sender(settings, store, intake.accept)
+        return await sender.send_due(force) if sender is not None else 0
+    finally:
+        await committer.stop()
+        await asyncio.to_thread(store.close)
+
+
+def _smtp_not_ready(gateway: Gateway) -> str | None:
+    """Why the SMTP side cannot take mail now (for ``/readyz``), or None."""
+    if not gateway.settings.smtp.enabled:
+        return None
+    if gateway.smtp is not None and not all(s.is_serving() for s in gateway.smtp.servers):
+        return "SMTP listeners closed"
+    if any(not worker.is_alive() for worker in gateway.workers):
+        return "an ingress worker process has exited"
+    return None
 
 
 def build_scanning(settings: Settings, store: Store | None = None,
@@ -130,7 +212,16 @@ def build_scanning(settings: Settings, store: Store | None = None,
         rescan_on_error=rescan, allow=d.spam.allow_senders, block=d.spam.block_senders,
         subject_prefix=d.spam.subject_prefix, dmarc_enforce=d.spam.dmarc_enforce)
         for d in settings.domains}
-    return Scanning(ScanPipeline(scanners, scan.budget), policies)
+    return Scanning(ScanPipeline(scanners, scan.budget), policies,
+                    SenderRules(store).snapshot if store is not None else None)
+
+
+def build_classifier(settings: Settings, store: Store) -> BayesClassifier | None:
+    """The built-in Bayes classifier over *store*, for learning what users mark as spam or
+    not spam; None unless the built-in scanner runs with ``[scan] bayes`` on."""
+    if not settings.scan.bayes or "builtin" not in settings.scan.scanners:
+        return None
+    return BayesClassifier(BayesStore(store.engine, store.write_lock))
 
 
 def _builtin_scanner(settings: Settings, store: Store | None,
@@ -170,6 +261,10 @@ async def _maintain(store: Store) -> None:
 
 
 async def stop_gateway(gateway: Gateway) -> None:
+    if gateway.monitoring is not None:
+        await gateway.monitoring.stop()
+    if gateway.digest is not None:
+        gateway.digest.cancel()
     if gateway.web is not None:
         await gateway.web.stop()
     if gateway.smtp is not None:
@@ -183,6 +278,8 @@ async def stop_gateway(gateway: Gateway) -> None:
         gateway.maintenance.cancel()
     for worker in gateway.workers:
         worker.terminate()
+    if gateway.refusals is not None:
+        await gateway.refusals.stop()
     await gateway.committer.stop()
     await asyncio.to_thread(gateway.store.close)
     for worker in gateway.workers:
@@ -206,6 +303,12 @@ async def serve(settings: Settings, primary: bool = True) -> None:
     await stop_gateway(gateway)
 
 
+def _console(settings: Settings, store: Store, scanning: Scanning | None):
+    """The admin console's routes, served by the webmail's listener."""
+    releaser = make_releaser(Queue(store, settings.node.name), scanning)
+    return console_routes(settings, releaser)
+
+
 async def serve_web(settings: Settings) -> None:
     """Run only the webmail until SIGTERM or SIGINT (``spoolgate web``)."""
     stop = asyncio.Event()
@@ -214,7 +317,10 @@ async def serve_web(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     store = await asyncio.to_thread(open_store, settings.store.url, settings.store.auto_migrate)
     try:
-        web = await start_webmail(settings, store)
+        scanning = build_scanning(settings, store)
+        web = await start_webmail(settings, store, scanning=scanning,
+                                  classifier=build_classifier(settings, store),
+                                  extra_routes=_console(settings, store, scanning))
         await stop.wait()
         await web.stop()
     finally:

@@ -2,8 +2,8 @@
 
 ``serve``, ``demo``, ``check-config``, ``migrate``, ``routes``,
 ``queue list|show|summary|flush|hold|release|delete|bounce``,
-``quarantine list|show|release|delete``, ``scan FILE...``, ``train``, ``web`` and
-``user add|passwd|list|disable|enable``.
+``quarantine list|show|release|delete``, ``scan FILE...``, ``train``, ``web``,
+``user add|passwd|list|disable|enable|totp`` and ``digest send``.
 Errors are printed as one line naming what is wrong and the exit status is 2
 for a configuration mistake, 1 for anything else.
 """
@@ -236,41 +236,46 @@ def cmd_quarantine_release(args: argparse.Namespace) -> int:
     import asyncio
 
     from spoolgate.app import build_scanning
-    from spoolgate.intake.scanning import describe
-    from spoolgate.mail.envelope import ClientInfo, Envelope, Recipient
-    from spoolgate.mail.verdict import Action
+    from spoolgate.intake.release import ReleaseOutcome, release_quarantined
 
     settings = _settings(args)
     _target(args)
     queue = _queue(settings)
     try:
-        detail = queue.store.show(args.queue_id)
-        data = queue.store.message_data(args.queue_id)
-        waiting = [r for r in detail.entry.recipients if r.state == "quarantined"] \
-            if detail else []
-        if detail is None or data is None or not waiting:
-            print(f"spoolgate: {args.queue_id} is not in quarantine", file=sys.stderr)
-            return 1
-        note = "released by operator without a rescan (scanning is off)"
         scanning = build_scanning(settings, queue.store)
-        if scanning is not None:
-            envelope = Envelope(detail.entry.sender, tuple(Recipient(r.address) for r in waiting),
-                                ClientInfo(detail.client_ip, detail.helo, detail.tls))
-            verdict = asyncio.run(scanning.verdict(envelope, data, args.queue_id))
-            note = f"released by operator after a rescan: {describe(verdict)}"
-            infected = any(f.viruses for f in verdict.findings)
-            if infected and not args.force:
-                print(f"spoolgate: the rescan still finds a virus ({verdict.reason}); "
-                      "--force releases it anyway", file=sys.stderr)
-                return 1
-            if verdict.action == Action.TEMPFAIL and not args.force:
-                print(f"spoolgate: the rescan failed ({verdict.reason}); try again, or --force",
-                      file=sys.stderr)
-                return 1
-        count = queue.release_quarantine(args.queue_id, note)
+        result = asyncio.run(release_quarantined(queue, args.queue_id, scanning,
+                                                 force=args.force))
     finally:
         queue.store.close()
-    print(f"{count} recipient(s) released from quarantine ({note})")
+    if result.outcome == ReleaseOutcome.INFECTED:
+        print(f"spoolgate: the rescan still finds a virus ({result.reason}); "
+              "--force releases it anyway", file=sys.stderr)
+        return 1
+    if result.outcome == ReleaseOutcome.SCAN_FAILED:
+        print(f"spoolgate: the rescan failed ({result.reason}); try again, or --force",
+              file=sys.stderr)
+        return 1
+    if result.outcome != ReleaseOutcome.RELEASED:
+        print(f"spoolgate: {args.queue_id} is not in quarantine", file=sys.stderr)
+        return 1
+    print(f"{result.released} recipient(s) released from quarantine ({result.note})")
+    return 0
+
+
+def cmd_digest_send(args: argparse.Namespace) -> int:
+    """Queue the quarantine digests that are due (with --now, every subscriber's); each
+    lists only quarantined mail that arrived since that user's last digest."""
+    import asyncio
+
+    from spoolgate.app import send_digests_now
+
+    settings = _settings(args)
+    if not settings.digest.enabled or settings.digest.public_url is None:
+        print("spoolgate: digests are off: set [digest] public_url (and enabled = true)",
+              file=sys.stderr)
+        return 1
+    sent = asyncio.run(send_digests_now(settings, force=args.now))
+    print(f"{sent} digest(s) queued")
     return 0
 
 
@@ -396,7 +401,8 @@ def _password(args: argparse.Namespace) -> str | None:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
-    """Webmail accounts: ``add``, ``passwd``, ``list``, ``disable``, ``enable``."""
+    """Webmail accounts: ``add``, ``passwd``, ``list``, ``disable``, ``enable``, ``totp``."""
+    from spoolgate.webmail import users
     from spoolgate.webmail.users import UserError, add_user, disable_user, list_users, set_password
 
     settings = _settings(args)
@@ -405,21 +411,47 @@ def cmd_user(args: argparse.Namespace) -> int:
         if args.user_verb == "list":
             for user in list_users(store):
                 state = "disabled" if user.disabled else "active"
-                print(f"{user.email:<40} {state:<9} since {_format_time(user.created_at)}")
+                role = user.role + (f" ({', '.join(user.domains)})" if user.domains else "")
+                print(f"{user.email:<40} {state:<9} {role:<24} "
+                      f"since {_format_time(user.created_at)}")
+            return 0
+        if args.user_verb == "role":
+            users.set_role(store, args.email, args.role, args.domain or (),
+                           domains=[d.name for d in settings.domains])
+            _audit(store, "user.role", args.email.strip().lower(),
+                   args.role + "".join(f" {d}" for d in args.domain or ()))
+            print(f"{args.email.strip().lower()}: role {args.role}")
             return 0
         if args.user_verb in ("disable", "enable"):
             disable_user(store, args.email, disabled=args.user_verb == "disable")
+            _audit(store, f"user.{args.user_verb}", args.email.strip().lower())
             print(f"{args.email.lower()}: {args.user_verb}d")
+            return 0
+        if args.user_verb == "totp":
+            if args.disable:
+                users.disable_totp(store, args.email)
+                _audit(store, "user.totp", args.email.strip().lower(), "disabled")
+                print(f"{args.email.strip().lower()}: TOTP removed; the password alone "
+                      "signs in (sessions ended)")
+                return 0
+            enrolment = users.enable_totp(store, args.email)
+            _audit(store, "user.totp", args.email.strip().lower(), "enrolled")
+            print(f"{args.email.strip().lower()}: TOTP enabled (sessions ended). Add it to "
+                  f"an authenticator app with this URI (or a QR code of it):\n"
+                  f"{enrolment.uri}\nor type this secret: {enrolment.secret}")
             return 0
         password = _password(args)
         if password is None:
             return 1
         if args.user_verb == "add":
             user = add_user(store, args.email, password,
-                            domains=[d.name for d in settings.domains])
-            print(f"{user.email}: account created")
+                            domains=[d.name for d in settings.domains], role=args.role,
+                            role_domains=args.domain or ())
+            _audit(store, "user.add", user.email, f"role={user.role}")
+            print(f"{user.email}: account created ({user.role})")
         else:
             set_password(store, args.email, password)
+            _audit(store, "user.passwd", args.email.strip().lower())
             print(f"{args.email.lower()}: password changed; signed out everywhere")
         return 0
     except UserError as error:
@@ -427,6 +459,31 @@ def cmd_user(args: argparse.Namespace) -> int:
         return 1
     finally:
         store.close()
+
+
+def _role_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    from spoolgate.store.accounts import ROLES
+
+    if default is None:
+        parser.add_argument("role", choices=ROLES)
+    else:
+        parser.add_argument("--role", choices=ROLES, default=default,
+                            help="the console role (default: user, no console)")
+    parser.add_argument("--domain", action="append", metavar="DOMAIN",
+                        help="a domain a domain-admin manages (repeat for several)")
+
+
+def _audit(store, action: str, target: str, detail: str = "") -> None:
+    """Record an operator's CLI action in the audit log, as ``cli:<os user>``."""
+    import getpass
+
+    from spoolgate.store.audit import AuditLog
+
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = str(os.getuid())
+    AuditLog(store).record(time.time(), f"cli:{who}", "", action, target, detail)
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
@@ -543,13 +600,33 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("email")
         sub.add_argument("--password-stdin", action="store_true",
                          help="read the password from one line of standard input")
+        if verb == "add":
+            _role_arguments(sub, default="user")
         sub.set_defaults(func=cmd_user)
+    role = users.add_parser("role", parents=[config],
+                            help="set the console role: admin, domain-admin (of --domain) "
+                                 "or user")
+    role.add_argument("email")
+    _role_arguments(role)
+    role.set_defaults(func=cmd_user)
     for verb, text in (("disable", "refuse sign-in and end the user's sessions"),
                        ("enable", "allow sign-in again")):
         sub = users.add_parser(verb, parents=[config], help=text)
         sub.add_argument("email")
         sub.set_defaults(func=cmd_user)
     users.add_parser("list", parents=[config], help="every account").set_defaults(func=cmd_user)
+    totp = users.add_parser("totp", parents=[config],
+                            help="require a TOTP code at sign-in: prints the secret to enrol")
+    totp.add_argument("email")
+    totp.add_argument("--disable", action="store_true", help="remove the TOTP secret")
+    totp.set_defaults(func=cmd_user)
+    digest = verbs.add_parser("digest", help="the daily quarantine digest").add_subparsers(
+        dest="digest_verb", required=True)
+    d_send = digest.add_parser("send", parents=[config],
+                               help="queue the digests due now (the server does it hourly)")
+    d_send.add_argument("--now", action="store_true",
+                        help="every opted-in user's digest now, whatever [digest] hour says")
+    d_send.set_defaults(func=cmd_digest_send)
     routes = verbs.add_parser("routes", parents=[config], help="route health: up or down")
     routes.add_argument("--json", action="store_true")
     routes.set_defaults(func=cmd_routes)

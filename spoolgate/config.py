@@ -8,6 +8,7 @@ Relative paths are taken relative to the folder of the configuration file.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import socket
 import tomllib
@@ -53,52 +54,84 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class NodeSettings:
+    # this node in events and logs (several nodes may share a store)
     name: str = field(default_factory=socket.gethostname)
 
 
 @dataclass(frozen=True, slots=True)
 class SmtpSettings:
+    """The SMTP listener: where it listens, how it names itself, and its limits."""
+
     enabled: bool = True             # false: a delivery-only node
+    # host:port to listen on; IPv6 as [::1]:25
     listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 2525),)
+    # the name in the greeting, the EHLO reply and Received: headers
     hostname: str = field(default_factory=socket.getfqdn)
-    max_message_size: int = 26_214_400
-    max_recipients: int = 100
-    max_command_line: int = 512
-    max_line_length: int = 1000
-    max_sessions: int = 500
-    max_sessions_per_ip: int = 20
-    idle_timeout: float = 300.0
-    max_errors: int = 20
-    max_received_headers: int = 50
-    workers: int = 1
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    max_message_size: int = 26_214_400  # bytes; larger mail gets 552 5.3.4
+    max_recipients: int = 100        # per message; more get 452 4.5.3
+    max_command_line: int = 512      # octets; MAIL and RCPT get 512 more
+    max_line_length: int = 1000      # octets per message line, CRLF included
+    max_sessions: int = 500          # concurrent sessions per process
+    max_sessions_per_ip: int = 20    # concurrent sessions per client IP per process
+    idle_timeout: float = 300.0      # a session silent this long is closed
+    max_errors: int = 20             # 4xx/5xx replies before the session is closed
+    max_received_headers: int = 50   # more is a mail loop: 554 5.4.6
+    refusal_log_days: float = 30.0   # in-session refusals kept for message tracking
+    workers: int = 1                 # ingress processes sharing the listening sockets
+    tls_cert: Path | None = None     # PEM certificate chain: EHLO offers STARTTLS
+    tls_key: Path | None = None      # PEM private key of tls_cert
 
 
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
-    url: str = "sqlite:///spoolgate.db"
-    group_commit_wait_ms: float = 0.0
-    auto_migrate: bool = True
+    """Where messages and queue state live: SQLite (one node) or PostgreSQL (several)."""
+
+    url: str = "sqlite:///spoolgate.db"  # sqlite:///PATH or postgresql://user@host/db
+    group_commit_wait_ms: float = 0.0  # extra wait to gather more messages per commit
+    auto_migrate: bool = True  # upgrade an older schema at start
 
 
 @dataclass(frozen=True, slots=True)
 class WebSettings:
     """The emergency webmail (served by ``spoolgate serve`` or apart by ``spoolgate web``)."""
 
-    enabled: bool = True
-    listen: Endpoint = Endpoint("127.0.0.1", 8025)
+    enabled: bool = True              # serve the webmail from spoolgate serve
+    listen: Endpoint = Endpoint("127.0.0.1", 8025)  # the webmail's address
     session_idle: float = 30 * 60     # signed out after this long without a request
-    session_max: float = 12 * 3600    # and after this long in any case
+    session_max: float = 12 * 3600    # signed out after this long in any case
     secure_cookies: bool = False      # true behind a TLS proxy: cookies only over HTTPS
     timezone: str = "UTC"             # times shown to users
+    # addresses of reverse proxies whose X-Forwarded-For / -Proto are believed
+    trusted_proxies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DigestSettings:
+    """The daily quarantine digest, for webmail users who opt in (sent by the primary node)."""
+
+    enabled: bool = True              # send digests to users who asked for one
+    hour: int = 8                     # local hour (0-23, [web] timezone) when digests go out
+    public_url: str | None = None     # the webmail's external base URL; no digests without it
+    link_days: int = 7                # days a digest's one-click links stay valid
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """The monitoring listener (``/metrics``, ``/healthz``, ``/readyz``), apart from the
+    webmail's: metrics reveal traffic, so it listens on loopback unless told otherwise."""
+
+    enabled: bool = True  # serve the monitoring endpoints
+    # their address, apart from the SMTP and webmail addresses
+    listen: Endpoint = Endpoint("127.0.0.1", 9025)
 
 
 @dataclass(frozen=True, slots=True)
 class LogSettings:
-    level: str = "info"
-    format: str = "text"
-    file: Path | None = None
+    """Log lines: level, text or JSON, and the file (standard error when unset)."""
+
+    level: str = "info"  # the least severe level written
+    format: str = "text"  # text (queue ID first) or json (one object per line)
+    file: Path | None = None  # None: standard error
 
 
 TLS_MODES = ("none", "opportunistic", "required")
@@ -108,9 +141,9 @@ TLS_MODES = ("none", "opportunistic", "required")
 class RetrySettings:
     """When to try again, when to warn the sender and when to give up (seconds)."""
 
-    min_backoff: float = 300.0
-    max_backoff: float = 3600.0
-    lifetime: float = 5 * 86400.0
+    min_backoff: float = 300.0         # first retry after a temporary failure; doubles
+    max_backoff: float = 3600.0        # ... up to this
+    lifetime: float = 5 * 86400.0      # then the message fails with a DSN
     delay_warning: float = 4 * 3600.0  # 0: never send a delay notice
 
     def backoff(self, attempts: int) -> float:
@@ -122,41 +155,54 @@ class RetrySettings:
 class DeliverySettings:
     """The delivery workers of this node and the defaults of every route."""
 
-    enabled: bool = True
+    enabled: bool = True             # false: this node only receives
     concurrency: int = 50            # transactions in flight on this node, all routes
     route_concurrency: int = 10      # the most connections to one route
     initial_concurrency: int = 2     # start of the ramp when a route comes back
     down_after: int = 3              # consecutive failed connections mark a route down
+    down_after_minutes: float = 0.0  # and failing this long, too (0: at once)
+    up_after: int = 1                # consecutive successes before it is reported up again
     lease: float = 900.0             # rows claimed by a worker return to the queue after this
-    poll_interval: float = 0.25
-    connect_timeout: float = 30.0
+    poll_interval: float = 0.25      # how often an idle worker looks for due mail
+    connect_timeout: float = 30.0    # TCP connect to a route
     # RFC 5321 section 4.5.3.2: greeting 5 min, MAIL/RCPT 5 min, DATA 2 min, end of data 10 min.
-    greeting_timeout: float = 300.0
-    command_timeout: float = 300.0
-    data_timeout: float = 600.0
-    retry: RetrySettings = RetrySettings()
+    greeting_timeout: float = 300.0  # wait for the route's greeting
+    command_timeout: float = 300.0   # wait for the reply to each command
+    data_timeout: float = 600.0      # wait for the reply after the end of data
+    retry: RetrySettings = RetrySettings()  # its keys sit in [delivery] itself
     retention_days: float = 30.0     # delivered messages stay readable this long (0: delete)
-    failed_retention_days: float = 30.0
-    purge_interval: float = 60.0
+    failed_retention_days: float = 30.0  # failed and deleted messages stay this long
+    purge_interval: float = 60.0     # how often the purge runs
 
 
 @dataclass(frozen=True, slots=True)
 class OutboundSettings:
     """How DSNs (and later webmail mail) leave: a smarthost, or direct MX delivery."""
 
-    route: Route | None = None       # None: look up the recipient domain's MX
-    mx_port: int = 25
+    route: Route | None = None       # "mx" (None): deliver to the recipient domain's MX
+    mx_port: int = 25                # port used for MX hosts (tests point it elsewhere)
     allow_private_mx: bool = False   # deliver to MX hosts on loopback/private addresses
-    tls: str = "opportunistic"
-    tls_ca: Path | None = None
-    username: str | None = None
-    password: str | None = None
+    tls: str = "opportunistic"       # STARTTLS, as for a domain's route
+    tls_ca: Path | None = None       # CA file of the smarthost; otherwise the system's
+    username: str | None = None      # smarthost authentication, only over TLS
+    password: str | None = None      # goes with username
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSettings:
+    """Who hears about a route going down or up: admin mailboxes and a JSON webhook."""
+
+    admins: tuple[str, ...] = ()     # sent through the outbound route, never the dead one
+    webhook: str | None = None       # http(s) URL: one JSON POST per change, best effort
+    webhook_timeout: float = 5.0     # per POST attempt
 
 
 @dataclass(frozen=True, slots=True)
 class DnsSettings:
+    """The resolver for every look-up Spoolgate makes (MX, SPF, DKIM, DMARC)."""
+
     nameservers: tuple[Endpoint, ...] = ()  # empty: the system's resolv.conf
-    timeout: float = 10.0
+    timeout: float = 10.0                   # per look-up
 
 
 SCANNERS = ("builtin", "clamav", "rspamd", "spamassassin")
@@ -166,15 +212,15 @@ SCANNERS = ("builtin", "clamav", "rspamd", "spamassassin")
 class ScanSettings:
     """Which scanners run on every message before its 250, and for how long at most."""
 
-    scanners: tuple[str, ...] = ("builtin",)
-    budget: float = 30.0
+    scanners: tuple[str, ...] = ("builtin",)  # run on every message, their scores added up
+    budget: float = 30.0               # all scanners together; an overrun counts as failed
     clamav: str = "tcp:127.0.0.1:3310"   # clamd address: tcp:HOST:PORT or unix:PATH
-    rspamd: str = "http://127.0.0.1:11333"
+    rspamd: str = "http://127.0.0.1:11333"   # Rspamd's normal worker
     spamassassin: str = "tcp:127.0.0.1:783"  # spamd address: tcp:HOST:PORT or unix:PATH
     authentication: bool = True        # SPF, DKIM, DMARC in the built-in scanner
     bayes: bool = True                 # the built-in Bayes classifier (once trained)
     blocked_extensions: tuple[str, ...] | None = None  # None: the built-in list
-    max_archive_depth: int = 3
+    max_archive_depth: int = 3         # archives nested deeper are unscannable
     rescan_on_error: tuple[str, ...] = ()  # scanners whose failure lets mail through
     quarantine_days: float = 30.0          # then quarantined mail is deleted
 
@@ -183,27 +229,46 @@ class ScanSettings:
 class SpamPolicySettings:
     """One domain's thresholds and actions (see spoolgate.scan.policy)."""
 
-    tag: float = 5.0
-    quarantine: float = 10.0
-    reject: float = 15.0
-    virus: str = "reject"            # or quarantine
-    unscannable: str = "quarantine"  # or tempfail
+    tag: float = 5.0                 # score at which mail is tagged
+    quarantine: float = 10.0         # ... quarantined (stored, not delivered)
+    reject: float = 15.0             # ... refused with 550 5.7.1
+    virus: str = "reject"            # a virus: reject or quarantine
+    unscannable: str = "quarantine"  # not fully scanned: quarantine or tempfail
     allow_senders: frozenset[str] = frozenset()  # addresses or domains that skip the thresholds
     block_senders: frozenset[str] = frozenset()  # addresses or domains refused with 550
     subject_prefix: str = ""         # e.g. "[SPAM]" before the Subject of tagged mail
     dmarc_enforce: bool = True       # DMARC fail + p=reject/quarantine: do what it asks
+    user_release: str = "spam"       # what users may release from quarantine: spam, none, all
+
+
+@dataclass(frozen=True, slots=True)
+class ImapSettings:
+    """The company's IMAP server that proves webmail passwords for a domain. ``tls`` is
+    "implicit" (imaps://), "starttls" (imap://, required) or "none" (loopback only)."""
+
+    host: str                          # from the domain's imap URL
+    port: int                          # from the domain's imap URL
+    tls: str = "implicit"              # "none": imap:// without TLS, loopback only (tests)
+    tls_ca: Path | None = None         # a private CA; otherwise the system's
+
+    def __str__(self) -> str:
+        scheme = "imaps" if self.tls == "implicit" else "imap"
+        return f"{scheme}://{Endpoint(self.host, self.port)}"
 
 
 @dataclass(frozen=True, slots=True)
 class DomainSettings:
-    name: str
-    route: Route
+    """One company domain: where its mail goes, who may receive it, its policy."""
+
+    name: str                                 # the domain; subdomains are separate entries
+    route: Route                              # the company's server for this domain
     recipients: frozenset[str] | None = None  # local parts; None accepts any
-    tls: str = "opportunistic"
-    tls_ca: Path | None = None
-    retry: RetrySettings = RetrySettings()
-    retention_days: float = 30.0
-    spam: SpamPolicySettings = SpamPolicySettings()
+    tls: str = "opportunistic"         # STARTTLS to the route: required verifies the certificate
+    tls_ca: Path | None = None                # CA file of the route's certificate
+    retry: RetrySettings = RetrySettings()    # its keys sit in the domain's table
+    retention_days: float = 30.0              # delivered mail stays readable this long
+    spam: SpamPolicySettings = SpamPolicySettings()  # its keys sit in the domain's table
+    imap: ImapSettings | None = None   # webmail passwords are checked there first
 
     def accepts_local_part(self, local: str) -> bool:
         return self.recipients is None or local.lower() in self.recipients
@@ -221,7 +286,10 @@ class Settings:
     delivery: DeliverySettings = DeliverySettings()
     outbound: OutboundSettings = OutboundSettings()
     dns: DnsSettings = DnsSettings()
+    alerts: AlertSettings = AlertSettings()
     scan: ScanSettings = ScanSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    digest: DigestSettings = DigestSettings()
 
     def domain(self, name: str) -> DomainSettings | None:
         name = name.lower()
@@ -375,6 +443,8 @@ def _smtp(table: _Table) -> SmtpSettings:
         idle_timeout=float(table.number("idle_timeout", d.idle_timeout, 1, integer=False)),
         max_errors=table.number("max_errors", d.max_errors, 1),
         max_received_headers=table.number("max_received_headers", d.max_received_headers, 1),
+        refusal_log_days=float(table.number("refusal_log_days", d.refusal_log_days, 0,
+                                            integer=False)),
         workers=table.number("workers", d.workers, 1),
         tls_cert=table.path("tls_cert"),
         tls_key=table.path("tls_key"),
@@ -436,6 +506,8 @@ def _delivery(table: _Table) -> DeliverySettings:
         route_concurrency=table.number("route_concurrency", d.route_concurrency, 1),
         initial_concurrency=table.number("initial_concurrency", d.initial_concurrency, 1),
         down_after=table.number("down_after", d.down_after, 1),
+        down_after_minutes=_seconds(table, "down_after_minutes", d.down_after_minutes, 0),
+        up_after=table.number("up_after", d.up_after, 1),
         lease=_seconds(table, "lease", d.lease, 1),
         poll_interval=_seconds(table, "poll_interval", d.poll_interval, 0.01),
         connect_timeout=_seconds(table, "connect_timeout", d.connect_timeout, 0.1),
@@ -469,7 +541,8 @@ def _web(table: _Table) -> WebSettings:
         session_idle=_seconds(table, "session_idle", d.session_idle, 60),
         session_max=_seconds(table, "session_max", d.session_max, 60),
         secure_cookies=table.get("secure_cookies", bool, d.secure_cookies),
-        timezone=table.get("timezone", str, d.timezone))
+        timezone=table.get("timezone", str, d.timezone),
+        trusted_proxies=_addresses(table, "trusted_proxies"))
     try:
         zoneinfo.ZoneInfo(web.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -478,6 +551,43 @@ def _web(table: _Table) -> WebSettings:
     if web.session_max < web.session_idle:
         raise table.error("session_max", f"must be at least session_idle ({web.session_idle:g})")
     return web
+
+
+def _addresses(table: _Table, name: str) -> tuple[str, ...]:
+    """A list of IP addresses or networks (``"10.0.0.0/8"``)."""
+    values = table.get(name, list, [])
+    for index, value in enumerate(values, 1):
+        try:
+            ipaddress.ip_network(value)
+        except (TypeError, ValueError):
+            raise table.error(f"{name}[{index}]", f"expected an IP address or network, "
+                                                  f"got {value!r}") from None
+    return tuple(values)
+
+
+def _digest(table: _Table) -> DigestSettings:
+    d = DigestSettings()
+    hour = table.number("hour", d.hour, 0)
+    if hour > 23:
+        raise table.error("hour", f"must be an hour of the day, 0 to 23, got {hour}")
+    url = table.get("public_url", str, None)
+    if url is not None:
+        scheme, _, rest = url.partition("://")
+        host = rest.split("/", 1)[0]
+        if scheme not in ("http", "https") or not host or any(
+                c.isspace() or c in "\"<>" for c in url):
+            raise table.error("public_url", "expected the webmail's address as users reach "
+                                            f"it, like \"https://mail-gw.example.com\", got "
+                                            f"{url!r}")
+        url = url.rstrip("/")
+    return DigestSettings(enabled=table.get("enabled", bool, d.enabled), hour=hour,
+                          public_url=url, link_days=table.number("link_days", d.link_days, 1))
+
+
+def _metrics(table: _Table) -> MetricsSettings:
+    d = MetricsSettings()
+    return MetricsSettings(enabled=table.get("enabled", bool, d.enabled),
+                           listen=_listen(table, "listen", (d.listen,))[0])
 
 
 def _outbound(table: _Table) -> OutboundSettings:
@@ -503,6 +613,25 @@ def _outbound(table: _Table) -> OutboundSettings:
     if outbound.username is not None and route is None:
         raise table.error("username", "authentication needs a smarthost route, not \"mx\"")
     return outbound
+
+
+def _alerts(table: _Table) -> AlertSettings:
+    admins = table.get("admins", list, [])
+    for index, address in enumerate(admins, 1):
+        local, at, domain = address.rpartition("@") if isinstance(address, str) else ("", "", "")
+        if not at or not local or "." not in domain or any(
+                c.isspace() or c in "<>,;\"" or ord(c) < 32 for c in address):
+            raise table.error(f"admins[{index}]", f"expected an address like ops@example.org, "
+                                                  f"got {address!r}")
+    webhook = table.get("webhook", str, None)
+    if webhook is not None:
+        scheme, _, rest = webhook.partition("://")
+        host = rest.split("/", 1)[0].rpartition("@")[2]
+        if scheme not in ("http", "https") or not host or any(c.isspace() for c in webhook):
+            raise table.error("webhook", f"expected an http:// or https:// URL, got {webhook!r}")
+    return AlertSettings(
+        admins=tuple(address.strip() for address in admins), webhook=webhook,
+        webhook_timeout=_seconds(table, "webhook_timeout", AlertSettings().webhook_timeout, 0.1))
 
 
 def _dns(table: _Table) -> DnsSettings:
@@ -589,7 +718,8 @@ def _spam_policy(table: _Table) -> SpamPolicySettings:
         allow_senders=_sender_list(table, "allow_senders"),
         block_senders=_sender_list(table, "block_senders"),
         subject_prefix=table.get("spam_subject_prefix", str, d.subject_prefix).strip(),
-        dmarc_enforce=table.get("dmarc_enforce", bool, d.dmarc_enforce))
+        dmarc_enforce=table.get("dmarc_enforce", bool, d.dmarc_enforce),
+        user_release=_choice(table, "user_release", d.user_release, ("spam", "none", "all")))
     if not all(" " <= c <= "~" for c in policy.subject_prefix):
         raise table.error("spam_subject_prefix", "must be printable ASCII, e.g. \"[SPAM]\"")
     if not policy.tag <= policy.quarantine <= policy.reject:
@@ -622,6 +752,47 @@ def _domain_name(table: _Table) -> str:
     return name
 
 
+_IMAP_PORTS = {"imaps": 993, "imap": 143}
+
+
+def _imap(table: _Table) -> ImapSettings | None:
+    """``imap = "imaps://host:993"`` or ``"imap://host:143"`` (STARTTLS unless
+    ``imap_tls = "none"``, allowed on loopback only), ``imap_tls_ca = PATH``."""
+    text = table.get("imap", str, None)
+    mode = _choice(table, "imap_tls", "required", ("required", "none"))
+    ca = table.path("imap_tls_ca")
+    if text is None:
+        for name in ("imap_tls", "imap_tls_ca"):
+            if name in table.data:
+                raise table.error(name, "needs imap = \"imaps://host:993\" in the same entry")
+        return None
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in _IMAP_PORTS or not rest or "/" in rest or "@" in rest:
+        raise table.error("imap", f"expected imaps://host:port or imap://host:port, got {text!r}")
+    try:
+        endpoint = parse_endpoint(rest, _IMAP_PORTS[scheme])
+    except ValueError as error:
+        raise table.error("imap", str(error)) from None
+    if ca is not None and not ca.is_file():
+        raise table.error("imap_tls_ca", f"no such file: {ca}")
+    tls = "implicit" if scheme == "imaps" else "starttls"
+    if mode == "none":
+        if scheme == "imaps":
+            raise table.error("imap_tls", "\"none\" is only for imap://, not imaps://")
+        if not _is_loopback(endpoint.host):
+            raise table.error("imap_tls", "\"none\" would send passwords in clear text: "
+                                          "allowed only for a loopback address (tests)")
+        tls = "none"
+    return ImapSettings(endpoint.host, endpoint.port, tls, ca)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return socket.inet_pton(socket.AF_INET, host)[0] == 127
+    except OSError:
+        return host == "::1"
+
+
 def _domains(file: Path, raw: Any, delivery: DeliverySettings) -> tuple[DomainSettings, ...]:
     if not isinstance(raw, list):
         raise ConfigError(file, "domains", "expected [[domains]] tables")
@@ -649,10 +820,11 @@ def _domains(file: Path, raw: Any, delivery: DeliverySettings) -> tuple[DomainSe
         retry = _retry(table, delivery.retry)
         retention = _seconds(table, "retention_days", delivery.retention_days, 0)
         spam = _spam_policy(table)
+        imap = _imap(table)
         table.check_unknown()
         domains.append(DomainSettings(name=name, route=route, recipients=recipients, tls=tls,
                                       tls_ca=ca, retry=retry, retention_days=retention,
-                                      spam=spam))
+                                      spam=spam, imap=imap))
     return tuple(domains)
 
 
@@ -689,9 +861,17 @@ def load_settings(path: Path | str) -> Settings:
         delivery=delivery,
         outbound=_section(top, "outbound", _outbound),
         dns=_section(top, "dns", _dns),
+        alerts=_section(top, "alerts", _alerts),
         scan=_section(top, "scan", _scan),
+        metrics=_section(top, "metrics", _metrics),
+        digest=_section(top, "digest", _digest),
     )
     top.check_unknown()
     if not settings.domains:
         raise ConfigError(path, "domains", "no [[domains]] configured: the gateway would accept nothing")
+    metrics = settings.metrics
+    if metrics.enabled and (metrics.listen in settings.smtp.listen
+                            or (settings.web.enabled and metrics.listen == settings.web.listen)):
+        raise ConfigError(path, "[metrics].listen", f"{metrics.listen} is already the SMTP or "
+                          "webmail address; the metrics need a listener of their own")
     return settings

@@ -491,14 +491,16 @@ class DovecotLmtp:
     refuses an unknown user at RCPT (``550 5.1.1 <addr> User doesn't exist``), not after
     DATA. Users in *over_quota* have a one-byte quota and ``lmtp_rcpt_check_quota = no``,
     so they are accepted at RCPT and get ``552 5.2.2 <addr> Quota exceeded`` in their own
-    reply after the final dot while the other recipients get ``250 2.0.0``.
+    reply after the final dot while the other recipients get ``250 2.0.0``. With *tls*
+    (see :func:`make_tls_files`), IMAP offers STARTTLS with that certificate.
     """
 
     def __init__(self, folder: Path, port: int,
                  users: Sequence[str] = ("alice@example.test", "bob@example.test",
                                          "carol@example.test"),
                  imap_port: int | None = None, *, over_quota: Sequence[str] = (),
-                 hostname: str = "mailstore.test") -> None:
+                 hostname: str = "mailstore.test", tls: TlsFiles | None = None) -> None:
+        self.tls = tls
         self.folder = folder
         self.port = port
         self.users = tuple(dict.fromkeys([*users, *over_quota]))
@@ -622,7 +624,7 @@ log_path = {self.log_path}
 hostname = {self.hostname}
 protocols = lmtp{" imap" if self.imap_port else ""}
 listen = 127.0.0.1
-ssl = no
+{self._ssl_settings()}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
@@ -649,6 +651,11 @@ service lmtp {{
   }}
 }}
 {imap}"""
+
+    def _ssl_settings(self) -> str:
+        if self.tls is None:
+            return "ssl = no"
+        return f"ssl = yes\nssl_cert = <{self.tls.cert_file}\nssl_key = <{self.tls.key_file}"
 
     def __enter__(self) -> Self:
         return self.start()

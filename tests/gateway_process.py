@@ -63,11 +63,11 @@ class GatewayProcess:
         # Ingress tests look at mail as it was stored: no delivery unless a test asks for it.
         # No SPF/DKIM/DMARC look-ups unless a test asks (with a DNS server on loopback):
         # the system resolver is off this machine. No webmail unless a test asks (on a
-        # free port of its own).
+        # free port of its own); the same for the metrics listener.
         sections = {"node": {"name": "test"}, "smtp": smtp_section,
                     "store": {"url": store_url}, "log": {"file": str(self.log_path)},
                     "delivery": {"enabled": False}, "scan": {"authentication": False},
-                    "web": {"enabled": False}}
+                    "web": {"enabled": False}, "metrics": {"enabled": False}}
         for name, values in (extra or {}).items():  # merged key by key into the defaults
             sections[name] = {**sections.get(name, {}), **values}
         self.config = folder / "spoolgate.toml"

@@ -10,6 +10,7 @@ from email.utils import format_datetime, make_msgid
 
 from spoolgate.mail.envelope import ClientInfo, Envelope, IncomingMessage, Recipient
 from spoolgate.mail.queueid import new_queue_id
+from spoolgate.mime.parse import header_summary
 from spoolgate.store.store import Store
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -65,6 +66,8 @@ def deliver(store: Store, data: bytes, *recipients: str, at: float | None = None
     events = (("accepted", "from=<bob@partner.test>"),)
     if quarantined:
         events += (("scanned", "action=quarantine score=12 symbols=SPAM_WORDS(12)"),)
+    subject, message_id = header_summary(data)
     store.commit_incoming([IncomingMessage(queue_id, envelope, data, at, "node-a", events,
-                                           quarantined=quarantined)])
+                                           quarantined=quarantined, subject=subject,
+                                           message_id=message_id)])
     return queue_id

@@ -4,7 +4,8 @@ Each delivery task hands its outcomes (and the DSNs they cause) to
 :meth:`Recorder.record` and waits until they are committed; one task commits
 everything pending in a worker thread, so a busy drain pays one fsync per batch,
 not one per message. Outcome and DSN commit together or not at all: a DSN is
-never queued twice nor lost.
+never queued twice nor lost. Attempts, their reply classes and DSNs are counted in
+:attr:`Recorder.metrics` once they are durable, so the figures match the store.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from spoolgate.mail.envelope import IncomingMessage
+from spoolgate.ops.metrics import Metrics
 from spoolgate.store.queue import Outcome, Queue
 
 log = logging.getLogger("spoolgate.delivery")
 
 
 class Recorder:
-    def __init__(self, queue: Queue) -> None:
+    def __init__(self, queue: Queue, metrics: Metrics | None = None) -> None:
         self._queue = queue
+        self.metrics = metrics if metrics is not None else Metrics()
         self._pending: list[tuple[Sequence[Outcome], Sequence[IncomingMessage],
                                   asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
@@ -66,6 +69,13 @@ class Recorder:
                     if not future.done():
                         future.set_exception(error)
             else:
+                self._count(outcomes, notices)
                 for _, _, future in batch:
                     if not future.done():
                         future.set_result(None)
+
+    def _count(self, outcomes: Sequence[Outcome], notices: Sequence[IncomingMessage]) -> None:
+        for outcome in outcomes:
+            if outcome.attempted:
+                self.metrics.delivery_attempt(outcome.reply)
+        self.metrics.dsns_sent.inc(len(notices))

@@ -2,7 +2,9 @@
 
 A :class:`Destination` is built from the settings once: a configured domain goes
 to its route (the company's server); any other domain (a DSN to a sender on the
-internet) goes through the outbound route, a smarthost or the domain's MX.
+internet), and any row marked for the outbound route (an outage alert to an admin
+whose own domain's server is the one down), goes through the outbound route, a
+smarthost or the domain's MX.
 A :class:`RouteGate` is this node's live view of one destination: its
 connection slots (an additive-increase, multiplicative-decrease limit that ramps
 up after an outage and backs off on temporary failures or rising latency), its
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from spoolgate.config import DomainSettings, RetrySettings, Settings
 from spoolgate.delivery.client import MailClient
+from spoolgate.store.queue import OUTBOUND
 
 IDLE_CONNECTION_SECONDS = 2.0  # as Postfix's smtp_connection_cache_time_limit
 
@@ -79,9 +82,11 @@ class RouteTable:
             auth=(outbound.username, outbound.password)
             if outbound.username is not None and outbound.password is not None else None)
 
-    def lookup(self, domain: str) -> Destination:
+    def lookup(self, domain: str, route: str | None = None) -> Destination:
+        """The destination of *domain*; with *route* ``OUTBOUND``, the outbound one whatever
+        the domain."""
         domain = domain.lower()
-        found = self._by_domain.get(domain)
+        found = self._by_domain.get(domain) if route != OUTBOUND else None
         if found is not None:
             return found
         if self._outbound is not None:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Coroutine, Sequence
 
 from spoolgate.config import Settings
+from spoolgate.delivery.alerts import Alerts
 from spoolgate.delivery.client import MailClient, SessionFailed, Timeouts, Transaction, xtext
 from spoolgate.delivery.dsn import Action
 from spoolgate.delivery.mx import MxError, ResolverSettings, resolve_mx
@@ -33,6 +34,7 @@ from spoolgate.delivery.routes import Destination, RouteGate, RouteTable
 from spoolgate.mail.envelope import IncomingMessage
 from spoolgate.mail.reply import Reply
 from spoolgate.mail.states import RecipientState as S
+from spoolgate.ops.metrics import Metrics
 from spoolgate.store.queue import ClaimedRecipient, Outcome, Queue, RouteStatus
 from spoolgate.store.store import Store, StoreError
 
@@ -47,12 +49,14 @@ CLAIM_GATHER = 0.01  # seconds: a 250 to our sender is never waiting on this
 class DeliveryService:
     """Delivery for one node; :meth:`wake` after new mail is stored to skip the poll wait."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store,
+                 metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.store = store
         self.queue = Queue(store, settings.node.name)
         self.table = RouteTable(settings)
-        self.recorder = Recorder(self.queue)
+        self.recorder = Recorder(self.queue, metrics)
+        self.alerts = Alerts(settings)
         delivery = settings.delivery
         self.timeouts = Timeouts(delivery.connect_timeout, delivery.greeting_timeout,
                                  delivery.command_timeout, delivery.data_timeout)
@@ -72,6 +76,8 @@ class DeliveryService:
         if released:
             log.info("returned %d recipients leased before a restart to the queue", released)
         self.recorder.start()
+        for problem in self.alerts.problems():
+            log.warning("%s", problem)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._claim_loop(), name="delivery"),
                        loop.create_task(self._upkeep(), name="delivery-upkeep")]
@@ -87,6 +93,7 @@ class DeliveryService:
             for _, client in gate.idle:
                 client.abort()
         await self.recorder.stop()
+        await self.alerts.stop()
 
     # -- claiming ----------------------------------------------------------------------
 
@@ -360,28 +367,45 @@ class DeliveryService:
     async def _route_failed(self, destination: Destination, gate: RouteGate,
                             reply: Reply) -> None:
         delivery = self.settings.delivery
-        status, changed = await asyncio.to_thread(
+        before = self._status.get(destination.name)
+        status, change = await asyncio.to_thread(
             self.queue.route_failed, destination.name, str(reply), time.time(),
-            delivery.down_after, destination.retry.min_backoff)
+            delivery.down_after, destination.retry.min_backoff,
+            down_seconds=delivery.down_after_minutes * 60, domains=_domains(destination),
+            alerts=self.alerts.messages)
         self._status[destination.name] = status
-        if changed:
+        if status.state == "down" and not gate.down:
             await gate.set_down(True)
+            if before is not None and before.state == "recovering":
+                log.warning("route %s failed again before it was reported up: %s; probing "
+                            "again", destination.name, reply)
+        if change is not None:
             log.warning("route %s is down after %d failed connections: %s; probing every "
                         "%gs from now on", destination.name, status.failures, reply,
                         destination.retry.min_backoff)
+            self.alerts.notify(change)
 
     async def _route_answered(self, destination: Destination, gate: RouteGate) -> None:
         status = self._status.get(destination.name)
         if status is not None and status.state == "up" and status.failures == 0:
             return
-        changed = await asyncio.to_thread(self.queue.route_answered, destination.name,
-                                          time.time(), destination.domains)
-        self._status[destination.name] = RouteStatus(destination.name, "up", time.time(), 0,
-                                                     None, 0.0)
-        if changed:
+        up_after = self.settings.delivery.up_after
+        status, change = await asyncio.to_thread(
+            self.queue.route_answered, destination.name, time.time(), _domains(destination),
+            up_after, self.alerts.messages)
+        self._status[destination.name] = status
+        reopened = gate.down and status.state != "down"
+        if reopened:
             await gate.set_down(False)
-            log.warning("route %s is up again; its queue drains oldest first", destination.name)
+            if change is None:
+                log.warning("route %s answers again; its queue drains oldest first; reported "
+                            "up after %d successful deliveries", destination.name, up_after)
             self.wake()
+        if change is not None:
+            log.warning("route %s is up again; %s", destination.name,
+                        "its queue drains oldest first" if reopened
+                        else f"{up_after} successful deliveries in a row")
+            self.alerts.notify(change)
 
     # -- outcomes ----------------------------------------------------------------------
 
@@ -504,10 +528,17 @@ def _groups(rows: Sequence[ClaimedRecipient],
             table: RouteTable) -> list[tuple[Destination, list[ClaimedRecipient]]]:
     grouped: dict[tuple[str, str], tuple[Destination, list[ClaimedRecipient]]] = {}
     for row in rows:
-        destination = table.lookup(row.domain)
+        destination = table.lookup(row.domain, row.route)
         key = (row.queue_id, destination.name)
         grouped.setdefault(key, (destination, []))[1].append(row)
     return list(grouped.values())
+
+
+def _domains(destination: Destination) -> tuple[str, ...]:
+    """The recipient domains whose mail waits for *destination*."""
+    if destination.domains:
+        return destination.domains
+    return (destination.mx_domain,) if destination.mx_domain else ()
 
 
 def _duration(seconds: float) -> str:

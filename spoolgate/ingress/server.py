@@ -19,6 +19,7 @@ from spoolgate.ingress.limits import ConnectionLimiter
 from spoolgate.ingress.recipients import RecipientPolicy
 from spoolgate.ingress.session import Intake, SessionSettings, SmtpSession
 from spoolgate.ingress.tls import server_context
+from spoolgate.ops.metrics import Metrics
 
 log = logging.getLogger("spoolgate.smtp")
 
@@ -67,8 +68,11 @@ class SmtpService:
             await server.wait_closed()
 
 
-async def start_smtp(settings: Settings, intake: Intake) -> SmtpService:
-    """Start listening on every ``[smtp] listen`` address of *settings*."""
+async def start_smtp(settings: Settings, intake: Intake,
+                     metrics: Metrics | None = None) -> SmtpService:
+    """Start listening on every ``[smtp] listen`` address of *settings*; the sessions count
+    themselves and their replies in *metrics*."""
+    metrics = metrics if metrics is not None else Metrics()
     loop = asyncio.get_running_loop()
     session = session_settings(settings)
     policy = recipient_policy(settings)
@@ -78,6 +82,6 @@ async def start_smtp(settings: Settings, intake: Intake) -> SmtpService:
     for endpoint in settings.smtp.listen:
         sock = bind(endpoint, reuse_port)
         servers.append(await loop.create_server(
-            lambda: SmtpSession(session, policy, intake, limiter, loop), sock=sock))
+            lambda: SmtpSession(session, policy, intake, limiter, loop, metrics), sock=sock))
         log.info("listening smtp=%s", endpoint)
     return SmtpService(servers, limiter)

@@ -25,12 +25,22 @@ from typing import AnyStr, Protocol
 from aiosmtpd.smtp import SMTP, syntax
 
 from spoolgate.ingress.addresses import parse_mailbox, split_path
-from spoolgate.ingress.data import read_data
+from spoolgate.ingress.data import BARE_NEWLINE, read_data
 from spoolgate.ingress.limits import ConnectionLimiter
 from spoolgate.ingress.params import MailParams, parse_mail_params, parse_rcpt_params
 from spoolgate.ingress.recipients import RecipientPolicy
 from spoolgate.mail.envelope import ClientInfo, Envelope, Recipient
-from spoolgate.mail.reply import LOCAL_ERROR, SERVICE_BUSY, TOO_MANY_RECIPIENTS, SmtpError
+from spoolgate.mail.reply import (
+    LOCAL_ERROR,
+    MESSAGE_TOO_BIG,
+    RELAY_DENIED,
+    SERVICE_BUSY,
+    TOO_MANY_RECIPIENTS,
+    UNKNOWN_USER,
+    Reply,
+    SmtpError,
+)
+from spoolgate.ops.metrics import Metrics
 
 log = logging.getLogger("spoolgate.smtp")
 
@@ -48,6 +58,10 @@ class Intake(Protocol):
     """What a session needs from the next stage: store a message, return its queue ID."""
 
     def accept(self, envelope: Envelope, data: bytes, esmtp: bool = True) -> Awaitable[str]: ...
+
+    def refused(self, envelope: Envelope, stage: str, reason: str, reply: str,
+                recipient: str = "", data: bytes = b"") -> None:
+        """Note a refusal for message tracking; never waits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +109,8 @@ class SmtpSession(SMTP):
     """The SMTP protocol for one client connection."""
 
     def __init__(self, settings: SessionSettings, policy: RecipientPolicy, intake: Intake,
-                 limiter: ConnectionLimiter, loop: asyncio.AbstractEventLoop) -> None:
+                 limiter: ConnectionLimiter, loop: asyncio.AbstractEventLoop,
+                 metrics: Metrics | None = None) -> None:
         # SMTP.__init__ introspects the class and the handler with inspect.getmembers() on
         # every connection, a fifth of the CPU of a short session. This sets the same
         # attributes (tests/unit/ingress/test_session.py compares them with aiosmtpd's).
@@ -139,6 +154,7 @@ class SmtpSession(SMTP):
                                                MAIL=mail_line, RCPT=mail_line)
         self.settings = settings
         self._policy, self._intake, self._limiter = policy, intake, limiter
+        self._metrics = metrics if metrics is not None else Metrics()
         self._errors = 0
         self._closing = False
         self._client_ip = "unknown"
@@ -158,6 +174,7 @@ class SmtpSession(SMTP):
     async def _handle_client(self) -> None:
         peer = self.transport.get_extra_info("peername") if self.transport else None
         self._client_ip = str(peer[0]) if peer else "unknown"
+        self._metrics.smtp_sessions.inc()
         if not self._limiter.admit(self._client_ip):
             log.warning("reject: too many sessions client=[%s]", self._client_ip)
             self._closing = True
@@ -175,12 +192,15 @@ class SmtpSession(SMTP):
         if (code in _ENHANCED_FOR and not _HAS_ENHANCED.match(text)
                 and self.session is not None and self.session.extended_smtp):
             text = f"{text[:4]}{_ENHANCED_FOR[code]} {text[4:]}"
+        if text[3:4] != "-":  # a multi-line reply counts once, at its last line
+            self._metrics.reply(code)
         await super().push(text)
         if code[:1] in ("4", "5") and not self._closing:
             self._errors += 1
             if self._errors >= self.settings.max_errors and self.transport is not None:
                 self._closing = True
                 log.warning("disconnect: too many errors client=[%s]", self._client_ip)
+                self._metrics.reply(421)
                 await super().push("421 4.7.0 Too many errors, closing connection")
                 self.transport.close()
 
@@ -205,6 +225,7 @@ class SmtpSession(SMTP):
         # SMTP.push, not ours: EHLO lines carry keywords, not enhanced status codes.
         for line in lines[:-1]:
             await SMTP.push(self, f"250-{line}")
+        self._metrics.reply(250)
         await SMTP.push(self, f"250 {lines[-1]}")
 
     @_guarded
@@ -259,6 +280,10 @@ class SmtpSession(SMTP):
         except SmtpError as error:
             log.info("reject: RCPT from=<%s> to=<%s> client=[%s]: %s", self._sender, mailbox,
                      self._client_ip, error.reply)
+            reason = _RCPT_REASONS.get(error.reply, "other")
+            self._metrics.rejected(reason)
+            self._intake.refused(self._envelope(), "rcpt", reason, str(error.reply),
+                                 str(mailbox))
             raise
         address = str(mailbox)
         if all(r.address != address for r in self._recipients):
@@ -288,6 +313,11 @@ class SmtpSession(SMTP):
         if outcome.refusal is not None:
             log.info("reject: DATA from=<%s> client=[%s]: %s", envelope.sender, self._client_ip,
                      outcome.refusal)
+            reason = _data_reason(outcome.refusal)
+            self._metrics.rejected(reason)
+            for recipient in envelope.recipients:
+                self._intake.refused(envelope, "data", reason, str(outcome.refusal),
+                                     recipient.address)
             await self.push(str(outcome.refusal))
             return
         queue_id = await self._intake.accept(envelope, outcome.data, self.session.extended_smtp)
@@ -324,6 +354,16 @@ class SmtpSession(SMTP):
         if ssl_object is None:
             return None
         return f"{ssl_object.version()}:{ssl_object.cipher()[0]}"
+
+
+_RCPT_REASONS = {RELAY_DENIED: "relay", UNKNOWN_USER: "unknown_user"}
+
+
+def _data_reason(refusal: Reply) -> str:
+    """The metrics reason of a refusal by the DATA reader: size, or a framing attack."""
+    if (refusal.code, refusal.enhanced) == (MESSAGE_TOO_BIG.code, MESSAGE_TOO_BIG.enhanced):
+        return "size"
+    return "smuggling" if refusal == BARE_NEWLINE else "other"
 
 
 def _is_utf8(text: str) -> bool:

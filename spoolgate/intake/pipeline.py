@@ -17,12 +17,16 @@ from dataclasses import dataclass
 
 from spoolgate.intake.auth_results import authentication_results_header, strip_forged_results
 from spoolgate.intake.received import count_received, received_header
-from spoolgate.intake.scanning import Scanning, describe, prefix_subject, spam_headers
+from spoolgate.intake.refusals import RefusalRecorder
+from spoolgate.intake.scanning import Scanning, ScanRefusal, describe, prefix_subject, spam_headers
 from spoolgate.mail.envelope import Envelope, IncomingMessage
 from spoolgate.mail.queueid import new_queue_id
 from spoolgate.mail.reply import STORAGE_FAILURE, TOO_MANY_HOPS, SmtpError
 from spoolgate.mail.verdict import Action, Verdict
+from spoolgate.mime.parse import header_summary
+from spoolgate.ops.metrics import Metrics
 from spoolgate.store.groupcommit import GroupCommitter
+from spoolgate.store.rejections import Refusal
 from spoolgate.store.store import StoreError
 
 log = logging.getLogger("spoolgate.intake")
@@ -39,10 +43,24 @@ class Intake:
     """Accepts messages for storage on behalf of the SMTP sessions."""
 
     def __init__(self, settings: IntakeSettings, committer: GroupCommitter,
-                 scanning: Scanning | None = None) -> None:
+                 scanning: Scanning | None = None, metrics: Metrics | None = None,
+                 refusals: RefusalRecorder | None = None) -> None:
         self._settings = settings
         self._committer = committer
         self._scanning = scanning
+        self._metrics = metrics if metrics is not None else Metrics()
+        self._refusals = refusals
+
+    def refused(self, envelope: Envelope, stage: str, reason: str, reply: str,
+                recipient: str = "", data: bytes = b"") -> None:
+        """Note a refusal in the SMTP session for message tracking (never waits)."""
+        if self._refusals is None:
+            return
+        subject, message_id = header_summary(data) if data else ("", "")
+        client = envelope.client
+        self._refusals.note(Refusal(time.time(), self._settings.node, client.ip, client.helo,
+                                    envelope.sender, recipient, stage, reason, reply,
+                                    subject, message_id))
 
     async def accept(self, envelope: Envelope, data: bytes, esmtp: bool = True) -> str:
         """Store one message durably and return its queue ID."""
@@ -50,12 +68,18 @@ class Intake:
         hops = count_received(data)
         if hops > self._settings.max_received_headers:
             log.warning("%s: reject: too many hops (%d) from=<%s>", queue_id, hops, envelope.sender)
+            self._metrics.rejected("hops")
+            self._refused_all(envelope, "hops", str(TOO_MANY_HOPS), data)
             raise SmtpError(TOO_MANY_HOPS.code, TOO_MANY_HOPS.enhanced, TOO_MANY_HOPS.text)
         started = time.perf_counter()
         events: list[tuple[str, str]] = []
         quarantined = False
         if self._scanning is not None:
-            verdict = await self._scanning.judge(envelope, data, queue_id)  # may refuse
+            try:
+                verdict = await self._scanning.judge(envelope, data, queue_id, self._metrics)
+            except ScanRefusal as refusal:
+                self._refused_all(envelope, refusal.reason, str(refusal.reply), data)
+                raise
             events.append(("scanned", describe(verdict)))
             unscanned = [f"{f.scanner}: {f.error}" for f in verdict.findings if f.error]
             if unscanned:  # let through by rescan_on_error: marked for a later rescan
@@ -66,19 +90,27 @@ class Intake:
             data = strip_forged_results(data, self._settings.hostname)
         now = time.time()
         stored = received_header(envelope, queue_id, self._settings.hostname, esmtp, now) + data
+        subject, message_id = header_summary(data)
         message = IncomingMessage(
             queue_id=queue_id, envelope=envelope, data=stored, received_at=now,
-            node=self._settings.node, quarantined=quarantined,
+            node=self._settings.node, quarantined=quarantined, subject=subject,
+            message_id=message_id,
             events=(("accepted", _accept_detail(envelope, len(stored))), *events))
         try:
             await self._committer.commit(message)
         except StoreError as error:
             log.error("%s: store failure, answered 452: %s", queue_id, error)
+            self._metrics.rejected("store")
             raise SmtpError(STORAGE_FAILURE.code, STORAGE_FAILURE.enhanced,
                             STORAGE_FAILURE.text) from error
+        self._metrics.messages_accepted.inc()
         log.info("%s: accepted %s delay=%.4f%s", queue_id, message.events[0][1],
                  time.perf_counter() - started, " quarantined" if quarantined else "")
         return queue_id
+
+    def _refused_all(self, envelope: Envelope, reason: str, reply: str, data: bytes) -> None:
+        for recipient in envelope.recipients:
+            self.refused(envelope, "data", reason, reply, recipient.address, data)
 
     def _scan_headers(self, envelope: Envelope, verdict: Verdict, data: bytes) -> bytes:
         """Our Authentication-Results (forged ones removed) and the spam headers and tag."""

@@ -65,3 +65,5 @@ class IncomingMessage:
     node: str
     events: tuple[tuple[str, str], ...] = field(default=())  # (kind, detail) to log with it
     quarantined: bool = False  # the scan policy said quarantine: stored, not delivered
+    subject: str = ""          # as received (decoded, bounded), for message tracking
+    message_id: str = ""

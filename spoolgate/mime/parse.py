@@ -130,6 +130,20 @@ def parse_message(data: bytes, limits: Limits = Limits()) -> ParsedMessage:
                              walk.max_depth, tuple(walk.defects), True)
 
 
+HEADER_SECTION_LIMIT = 64 * 1024  # bytes of header section :func:`header_summary` reads
+SUMMARY_LIMIT = 500  # characters kept of a subject or Message-ID for tracking
+
+
+def header_summary(data: bytes) -> tuple[str, str]:
+    """(Subject, Message-ID) of a message, from its header section alone (the first
+    64 KiB at most), decoded by the same parser as everything else and cut to 500
+    characters each. Never raises."""
+    end = data.find(b"\r\n\r\n", 0, HEADER_SECTION_LIMIT)
+    head = data[:end + 2] if end >= 0 else data[:HEADER_SECTION_LIMIT]
+    parsed = parse_message(head)
+    return parsed.subject[:SUMMARY_LIMIT], parsed.message_id.strip()[:SUMMARY_LIMIT]
+
+
 def _parse(data: bytes, walk: _Walk) -> ParsedMessage:
     if b"\x00" in data:
         walk.defects.append("nul-bytes")

@@ -1,1 +1,1 @@
-"""Operations: logging now; metrics and health later."""
+"""Operations: structured logging and the Prometheus metrics every stage counts into."""

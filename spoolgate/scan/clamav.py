@@ -7,7 +7,8 @@ How it fails: a clamd that refuses, resets, or does not answer within the budget
 findings with ``error`` set. Anything that means clamd did not see the whole message gives
 ``unscannable``, never clean: a message over ``stream_max`` (not sent at all, because clamd
 would cut it at StreamMaxLength and report the prefix clean), clamd's own size limit reply,
-``... ERROR`` replies, and the ``Heuristics.Limits.Exceeded.*`` alerts clamd raises for
+``... ERROR`` replies, a connection clamd closed while the message was still being sent
+(what its size limit does when its reply is lost to the reset), and the ``Heuristics.Limits.Exceeded.*`` alerts clamd raises for
 MaxScanSize/MaxFileSize/MaxRecursion/MaxFiles when ``AlertExceedsMax yes`` is set. Without
 that clamd option those limits silently yield ``stream: OK``, so deployments must set it.
 """
@@ -89,6 +90,10 @@ class ClamavScanner:
                 raw = await self._instream(request.data)
         except TimeoutError:
             return self._findings(started, error=f"clamd did not answer within {budget:g}s")
+        except StreamCut:
+            return self._findings(started, unscannable="clamd closed the connection before "
+                                                       "the end of the message "
+                                                       "(StreamMaxLength?)")
         except OSError as error:
             return self._findings(started, error=f"clamd unreachable at {self.address}: {error}")
         reply = parse_instream_reply(raw)
@@ -127,7 +132,9 @@ class ClamavScanner:
                 raw = await _read_reply(reader)
                 if raw:
                     return raw
-                raise
+                # Its reply can be lost to the reset that closing with unread data causes
+                # (a race the load decides). Either way clamd did not see it all.
+                raise StreamCut from None
             return await _read_reply(reader)
         finally:
             await _close(writer)
@@ -144,6 +151,10 @@ class ClamavScanner:
                         seconds=time.monotonic() - started)
 
 
+class StreamCut(Exception):
+    """clamd closed the connection while the message was still being sent, saying nothing."""
+
+
 async def _read_reply(reader: asyncio.StreamReader) -> bytes:
     """Bytes up to and including the NUL, or what arrived before clamd closed."""
     try:
@@ -152,7 +163,7 @@ async def _read_reply(reader: asyncio.StreamReader) -> bytes:
         return error.partial
     except asyncio.LimitOverrunError:
         return await reader.read(REPLY_MAX)
-    except ConnectionResetError:
+    except (ConnectionResetError, BrokenPipeError):  # the transport's error, re-raised
         return b""
 
 

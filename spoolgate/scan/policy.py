@@ -12,6 +12,11 @@ thresholds.
 
 List entries are ``user@example.org`` (that address), ``example.org`` (that domain and its
 subdomains); they are matched against the envelope sender and the From address.
+
+Users' own lists count only when they are unanimous (:func:`unanimous`): a message skips
+the thresholds on a user's allow list only when every recipient allows that sender, and is
+refused on a user's block list only when every recipient blocks it, so one user's list
+never decides for a colleague on the same message.
 """
 
 from __future__ import annotations
@@ -52,6 +57,18 @@ def listed(address: str, entries: frozenset[str]) -> str | None:
         if candidate in entries:
             return candidate
     return None
+
+
+def unanimous(senders: Sequence[str], lists: Sequence[frozenset[str]]) -> frozenset[str]:
+    """The entries of *lists* (one per recipient) matching one of *senders* that every
+    list matches; empty unless all of them do (and when there are no lists)."""
+    if not lists:
+        return frozenset()
+    for sender in senders:
+        matches = [listed(sender, entries) for entries in lists]
+        if all(matches):
+            return frozenset(m for m in matches if m)
+    return frozenset()
 
 
 def decide(policy: ScanPolicy, findings: Sequence[Findings],

@@ -4,7 +4,8 @@ Owns the ``users``, ``web_sessions`` and ``login_throttle`` tables. Every operat
 one transaction under the store's write lock (reads need none), synchronous and
 thread-safe like the rest of the store, so several nodes on one PostgreSQL store share
 users, sessions and throttling. Session rows are keyed by the SHA-256 of the cookie
-token: the store never holds a token that would let its reader sign in. Database
+token: the store never holds a token that would let its reader sign in. A TOTP time step
+is accepted in one conditional UPDATE, so a code is good once across nodes. Database
 failures surface as :class:`~spoolgate.store.store.StoreError`; adding a user who
 exists raises :class:`AccountExists`.
 """
@@ -19,6 +20,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from spoolgate.store import schema
 from spoolgate.store.store import Store, StoreError
+
+ROLES = ("admin", "domain-admin", "user")  # the console's: everything, some domains, none
 
 
 class AccountExists(Exception):
@@ -37,6 +40,8 @@ class User:
     domains: tuple[str, ...] = ()       # a domain-admin's domains
     totp_last_step: int | None = None   # the last TOTP time step accepted (no replays)
     imap_verified_at: float | None = None  # when the hash was last proved by IMAP
+    digest: bool = False                # wants the daily quarantine digest
+    digest_sent_at: float | None = None  # when the last digest was sent (or checked)
 
     def __repr__(self) -> str:  # never put a hash or secret in a log line
         return f"User({self.email}, role={self.role}, disabled={self.disabled})"
@@ -124,6 +129,16 @@ class Accounts:
                                           u.c.password_hash == old_hash)
                          .values(password_hash=new_hash))
 
+    def set_role(self, email: str, role: str, domains: Sequence[str] = ()) -> bool:
+        """Give the user *role* (one of :data:`ROLES`), with a domain admin's *domains*.
+        Takes effect on the user's next request. False: no such user."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        u = schema.users
+        with self.store.writing() as conn:
+            return conn.execute(u.update().where(u.c.email == email.lower()).values(
+                role=role, domains="\n".join(d.lower() for d in domains))).rowcount == 1
+
     def set_disabled(self, email: str, disabled: bool) -> bool:
         """Disable (every session ends) or enable a user. False: no such user."""
         u, s = schema.users, schema.web_sessions
@@ -133,6 +148,49 @@ class Accounts:
             if disabled:
                 conn.execute(s.delete().where(s.c.email == email.lower()))
         return changed == 1
+
+    def set_digest(self, email: str, wanted: bool) -> bool:
+        """Opt the user in to (or out of) the daily quarantine digest. False: no such user."""
+        u = schema.users
+        with self.store.writing() as conn:
+            return conn.execute(u.update().where(u.c.email == email.lower())
+                                .values(digest=wanted)).rowcount == 1
+
+    def set_totp(self, email: str, secret: str | None) -> bool:
+        """Set (or with None remove) the TOTP secret; the step counter restarts and every
+        session of the user ends. False: no such user."""
+        u, s = schema.users, schema.web_sessions
+        with self.store.writing() as conn:
+            changed = conn.execute(u.update().where(u.c.email == email.lower()).values(
+                totp_secret=secret, totp_last_step=None)).rowcount
+            conn.execute(s.delete().where(s.c.email == email.lower()))
+        return changed == 1
+
+    def accept_totp_step(self, email: str, step: int) -> bool:
+        """Record *step* as used, only if it is later than every step used before: a code
+        is good once, even when two nodes check it at the same moment."""
+        u = schema.users
+        with self.store.writing() as conn:
+            return conn.execute(u.update().where(
+                u.c.email == email.lower(), u.c.totp_secret.is_not(None),
+                sa.or_(u.c.totp_last_step.is_(None), u.c.totp_last_step < step),
+            ).values(totp_last_step=step)).rowcount == 1
+
+    def store_verifier(self, email: str, password_hash: str, now: float,
+                       changed: bool) -> bool:
+        """Keep *password_hash* of a password the domain's IMAP server just accepted. When
+        the password *changed*, the user's sessions end as with :meth:`set_password`.
+        False: no such user."""
+        u, s = schema.users, schema.web_sessions
+        values: dict[str, object] = {"password_hash": password_hash, "imap_verified_at": now}
+        if changed:
+            values["password_changed_at"] = now
+        with self.store.writing() as conn:
+            count = conn.execute(u.update().where(u.c.email == email.lower())
+                                 .values(**values)).rowcount
+            if changed:
+                conn.execute(s.delete().where(s.c.email == email.lower()))
+        return count == 1
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -158,6 +216,21 @@ class Accounts:
         with self.store.reading() as conn:
             row = conn.execute(query).first()
         return None if row is None else WebSession(**row._mapping)
+
+    def complete_session(self, session_id: str, completed: WebSession) -> bool:
+        """Replace the pending session *session_id* by *completed* (a new ID, nothing
+        pending) in one transaction. False: it was no longer there (expired, signed out,
+        or completed by a concurrent request)."""
+        s = schema.web_sessions
+        with self.store.writing() as conn:
+            if conn.execute(s.delete().where(s.c.id == session_id,
+                                             s.c.pending.is_not(None))).rowcount != 1:
+                return False
+            conn.execute(s.insert().values(
+                id=completed.id, email=completed.email, csrf_token=completed.csrf_token,
+                created_at=completed.created_at, last_seen_at=completed.last_seen_at,
+                client_ip=completed.client_ip, pending=completed.pending))
+        return True
 
     def touch_session(self, session_id: str, now: float) -> None:
         s = schema.web_sessions

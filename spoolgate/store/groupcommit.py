@@ -5,7 +5,8 @@ everything pending, commits it in a worker thread, and wakes the waiters. While
 a commit is running, new messages gather for the next one, so the batch grows
 with the load by itself; ``max_wait`` adds a short, bounded pause before a
 commit to gather a little more. Durability is never traded for speed: a waiter
-is woken only after its transaction has committed.
+is woken only after its transaction has committed. Each batch's size and time go to
+the committer's :class:`~spoolgate.ops.metrics.Metrics`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from spoolgate.mail.envelope import IncomingMessage
+from spoolgate.ops.metrics import Metrics
 from spoolgate.store.store import Store, StoreError
 
 log = logging.getLogger("spoolgate.store")
@@ -29,8 +31,9 @@ class GroupCommitter:
     """Batches :meth:`Store.commit_incoming` calls from concurrent sessions."""
 
     def __init__(self, store: Store, max_wait: float = 0.001, max_batch: int = 256,
-                 observe: BatchObserver | None = None) -> None:
+                 observe: BatchObserver | None = None, metrics: Metrics | None = None) -> None:
         self._store = store
+        self._metrics = metrics if metrics is not None else Metrics()
         self._max_wait = max_wait
         self._max_batch = max_batch
         self._observe = observe
@@ -87,6 +90,7 @@ class GroupCommitter:
     def _settle(self, batch: Sequence[tuple[IncomingMessage, asyncio.Future[None]]],
                 outcomes: list[StoreError | None], seconds: float) -> None:
         """On the event loop: tell the observer (it may touch loop objects), wake sessions."""
+        self._metrics.committed(len(batch), seconds)
         if self._observe is not None:
             self._observe(len(batch), seconds)
         _settle(batch, outcomes)

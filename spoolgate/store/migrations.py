@@ -93,6 +93,33 @@ def _v6(conn: sa.Connection) -> None:
         index.create(conn, checkfirst=True)
 
 
+def _v7(conn: sa.Connection) -> None:
+    if conn.dialect.name == "postgresql":  # room for "recovering" (SQLite ignores lengths)
+        conn.exec_driver_sql("ALTER TABLE routes ALTER COLUMN state TYPE VARCHAR(16)")
+    _add_missing_columns(conn, schema.routes, ("failing_since", "successes"))
+    _add_missing_columns(conn, schema.recipients, ("route",))
+    schema.route_events.create(conn, checkfirst=True)
+    for index in schema.route_events.indexes:
+        index.create(conn, checkfirst=True)
+
+
+
+def _v8(conn: sa.Connection) -> None:
+    _add_missing_columns(conn, schema.messages, ("subject", "message_id"))
+    schema.rejections.create(conn, checkfirst=True)
+    for index in (*schema.rejections.indexes, *schema.events.indexes,
+                  *schema.messages.indexes):
+        index.create(conn, checkfirst=True)
+
+
+def _v9(conn: sa.Connection) -> None:
+    _add_missing_columns(conn, schema.users, ("digest", "digest_sent_at"))
+    for table in (schema.sender_rules, schema.digest_tokens):
+        table.create(conn, checkfirst=True)
+    for index in schema.digest_tokens.indexes:
+        index.create(conn, checkfirst=True)
+
+
 # (version, what it does, how). Append only; never edit a released step.
 MIGRATIONS: tuple[tuple[int, str, Callable[[sa.Connection], None]], ...] = (
     (1, "messages, recipients and events", _v1),
@@ -102,6 +129,11 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[sa.Connection], None]], ...] = (
     (5, "webmail search: the list index rebuilt with body text, FTS5 / tsvector", _v5),
     (6, "accounts: roles, a domain-admin's domains, TOTP replay guard, IMAP-verified "
         "passwords, a pending second factor; the audit log", _v6),
+    (7, "outage alerts: route hysteresis, route events, a recipient's route override", _v7),
+    (8, "message tracking: subject and Message-ID of messages, in-session refusals, "
+        "events and messages by time", _v8),
+    (9, "sender allow/block rules, the quarantine digest: users' opt-in and last digest, "
+        "used digest links", _v9),
 )
 LATEST = MIGRATIONS[-1][0]
 _ADVISORY_KEY = 0x5B001_6A7E  # "spoolgate" schema lock on PostgreSQL

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -57,6 +57,7 @@ class ClaimedRecipient:
     smtputf8: bool
     size: int
     data: bytes | None = None  # the message, when small enough to come with the claim
+    route: str | None = None   # OUTBOUND: through the outbound route whatever the domain
 
     def __repr__(self) -> str:  # never dump message bytes into a log line
         return f"ClaimedRecipient({self.queue_id}, {self.address}, {self.attempts} attempts)"
@@ -88,14 +89,52 @@ class Outcome:
     route: str | None = None
 
 
+OUTBOUND = "outbound"
+"""A recipient row's route override: deliver through the outbound route (outage alerts)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RouteStatus:
     name: str
-    state: str                      # "up" or "down"
+    state: str                      # "up", "down", or "recovering" (mail flows, reported down)
     since: float
     failures: int
     last_error: str | None
     next_probe_at: float
+    failing_since: float | None = None  # when the current run of failures began
+    successes: int = 0              # consecutive, while recovering
+
+
+@dataclass(frozen=True, slots=True)
+class RouteChange:
+    """A route went down or came up: recorded once, by the node whose transaction did it."""
+
+    event_id: int
+    route: str
+    state: str                      # "down" or "up"
+    at: float
+    node: str
+    since: float                    # down: when the failures began; up: when it went down
+    last_error: str | None
+    failures: int
+    waiting: int                    # messages of the route's domains still waiting
+    domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEvent:
+    """One row of the route event log, for the console."""
+
+    id: int
+    at: float
+    node: str
+    route: str
+    state: str
+    detail: str
+
+
+AlertMessages = Callable[[RouteChange], Sequence[IncomingMessage]]
+"""Builds the messages queued with a route change, in its transaction (outbound route)."""
 
 
 class Queue:
@@ -178,47 +217,111 @@ class Queue:
     def routes(self) -> list[RouteStatus]:
         t = schema.routes
         with self.store.reading() as conn:
-            rows = conn.execute(sa.select(t.c.name, t.c.state, t.c.since, t.c.failures,
-                                          t.c.last_error, t.c.next_probe_at)
-                                .order_by(t.c.name)).all()
+            rows = conn.execute(sa.select(*_route_columns()).order_by(t.c.name)).all()
         return [RouteStatus(*row) for row in rows]
 
     def route_failed(self, name: str, error: str, now: float, down_after: int,
-                     probe_delay: float) -> tuple[RouteStatus, bool]:
-        """Count a failed connection; the route goes down after *down_after* in a row.
+                     probe_delay: float, *, down_seconds: float = 0.0,
+                     domains: Iterable[str] = (),
+                     alerts: AlertMessages | None = None) -> tuple[RouteStatus, RouteChange | None]:
+        """Count a failed connection; the route goes down after *down_after* in a row that
+        span *down_seconds*, and a recovering one goes back down at once (it was never
+        reported up, so that is no change).
 
-        Returns the new status and whether the state changed (logged once per change).
+        Returns the new status and the change, if this call made one: then its route
+        event and the messages of *alerts* are in the same transaction.
         """
         t = schema.routes
         with self.store.writing() as conn:
             row = _route_row(conn, name, now)
             failures = row.failures + 1
-            down = failures >= down_after
-            changed = down and row.state != "down"
-            values = {"failures": failures, "last_error": error, "updated_at": now}
-            if changed:  # later probes set their own next time when they claim
-                values.update(state="down", since=now, next_probe_at=now + probe_delay)
-            conn.execute(t.update().where(t.c.name == name).values(**values))
+            failing_since = row.failing_since if row.failures and row.failing_since else now
+            values = {"failures": failures, "last_error": error, "updated_at": now,
+                      "failing_since": failing_since, "successes": 0}
+            change = None
+            if row.state == "recovering":
+                values.update(state="down", next_probe_at=now + probe_delay)
+            elif (row.state == "up" and failures >= down_after
+                  and now - failing_since >= down_seconds):
+                # Decided on the row itself, so two nodes can never both record it.
+                if conn.execute(t.update().where(t.c.name == name, t.c.state == "up").values(
+                        state="down", since=now, next_probe_at=now + probe_delay,
+                        **values)).rowcount == 1:
+                    change = self._record_change(conn, name, "down", now, failing_since, error,
+                                                 failures, domains, alerts)
+            if change is None:
+                conn.execute(t.update().where(t.c.name == name).values(**values))
             status = _route_row(conn, name, now)
-        return status, changed
+        return status, change
 
-    def route_answered(self, name: str, now: float, domains: Iterable[str]) -> bool:
-        """The route took a transaction: mark it up; if it was down, due its queue at once,
-        oldest first. Returns whether the state changed."""
+    def route_answered(self, name: str, now: float, domains: Iterable[str], up_after: int = 1,
+                       alerts: AlertMessages | None = None
+                       ) -> tuple[RouteStatus, RouteChange | None]:
+        """The route took a transaction. A down one is open again at once (its queue due,
+        oldest first) and reported up after *up_after* successes in a row ("recovering"
+        until then). Returns the new status and the change, if this call made one."""
         t, r = schema.routes, schema.recipients
+        domains = tuple(d.lower() for d in domains)
         with self.store.writing() as conn:
             row = _route_row(conn, name, now)
-            if row.state == "up" and row.failures == 0:
-                return False
-            changed = row.state == "down"
-            conn.execute(t.update().where(t.c.name == name).values(
-                state="up", failures=0, updated_at=now, next_probe_at=0.0,
-                since=now if changed else row.since))
-            names = [d.lower() for d in domains]
-            if changed and names:
-                conn.execute(r.update().where(r.c.domain.in_(names), r.c.state.in_(PENDING))
+            if row.state == "up":
+                if row.failures:
+                    conn.execute(t.update().where(t.c.name == name).values(
+                        failures=0, failing_since=None, successes=0, updated_at=now))
+                    row = _route_row(conn, name, now)
+                return row, None
+            successes = row.successes + 1 if row.state == "recovering" else 1
+            if row.state == "down" and domains:  # mail flows again: oldest first
+                conn.execute(r.update().where(r.c.domain.in_(domains), r.c.state.in_(PENDING))
                              .values(next_attempt_at=r.c.queued_at, updated_at=now))
-        return changed
+            change = None
+            if successes >= up_after and conn.execute(
+                    t.update().where(t.c.name == name, t.c.state == row.state).values(
+                        state="up", since=now, failures=0, failing_since=None, successes=0,
+                        next_probe_at=0.0, updated_at=now)).rowcount == 1:
+                change = self._record_change(conn, name, "up", now, row.since, row.last_error,
+                                             row.failures, domains, alerts)
+            if change is None:
+                conn.execute(t.update().where(t.c.name == name).values(
+                    state="recovering", successes=successes, next_probe_at=0.0,
+                    updated_at=now))
+            status = _route_row(conn, name, now)
+        return status, change
+
+    def _record_change(self, conn: sa.Connection, name: str, state: str, now: float,
+                       since: float, error: str | None, failures: int, domains: Iterable[str],
+                       alerts: AlertMessages | None) -> RouteChange:
+        """The route event of a change and the messages of *alerts*, in *conn*'s transaction."""
+        r = schema.recipients
+        names = tuple(domains)
+        waiting = conn.execute(sa.select(sa.func.count(sa.distinct(r.c.queue_id))).where(
+            r.c.domain.in_(names), r.c.state.in_(WAITING),
+            r.c.route.is_(None))).scalar_one() if names else 0
+        if state == "down":
+            detail = (f"down after {failures} failed attempts since {_utc(since)}: "
+                      f"{error or 'no reply'}; {waiting} messages waiting")
+        else:
+            detail = f"up again; down since {_utc(since)}; {waiting} messages waiting"
+        event_id = conn.execute(schema.route_events.insert().values(
+            at=now, node=self.node, route=name, state=state, detail=detail)
+        ).inserted_primary_key[0]
+        change = RouteChange(event_id, name, state, now, self.node, since, error, failures,
+                             waiting, names)
+        messages = list(alerts(change)) if alerts is not None else []
+        if messages:
+            insert_incoming(conn, messages)
+            conn.execute(r.update().where(r.c.queue_id.in_([m.queue_id for m in messages]))
+                         .values(route=OUTBOUND))
+        return change
+
+    def route_events(self, since: float = 0.0, limit: int = 100) -> list[RouteEvent]:
+        """Route changes at or after *since*, newest first, at most *limit*."""
+        e = schema.route_events
+        with self.store.reading() as conn:
+            rows = conn.execute(sa.select(e.c.id, e.c.at, e.c.node, e.c.route, e.c.state,
+                                          e.c.detail).where(e.c.at >= since)
+                                .order_by(e.c.id.desc()).limit(limit)).all()
+        return [RouteEvent(*row) for row in rows]
 
     def claim_probe(self, name: str, now: float, next_probe_at: float) -> tuple[bool, float]:
         """Take the one probe of a down route for this node, if it is due and nobody has.
@@ -250,18 +353,35 @@ class Queue:
                          .values(next_probe_at=now))
         return count
 
-    def hold(self, domain: str | None = None, queue_id: str | None = None) -> int:
+    def hold(self, domain: str | None = None, queue_id: str | None = None,
+             detail: str = "by operator") -> int:
         """Put pending rows on hold: never delivered, never expiring, until released."""
-        return self._move(PENDING, S.HELD, "held", domain, queue_id)
+        return self._move(PENDING, S.HELD, "held", domain, queue_id, detail=detail)
 
-    def release(self, domain: str | None = None, queue_id: str | None = None) -> int:
+    def release(self, domain: str | None = None, queue_id: str | None = None,
+                detail: str = "by operator") -> int:
         """Return held rows to the queue, due now."""
-        return self._move((S.HELD.value,), S.DEFERRED, "released", domain, queue_id)
-
-    def release_quarantine(self, queue_id: str, detail: str) -> int:
-        """Let a quarantined message go: its rows are due for delivery now."""
-        return self._move((S.QUARANTINED.value,), S.QUEUED, "released", None, queue_id,
+        return self._move((S.HELD.value,), S.DEFERRED, "released", domain, queue_id,
                           detail=detail)
+
+    def release_quarantine(self, queue_id: str, detail: str,
+                           addresses: Sequence[str] | None = None) -> int:
+        """Let a quarantined message go: its rows are due for delivery now, one event each.
+
+        With *addresses* (compared without case), only those recipients' rows: a user
+        releases their own copy, the others stay in quarantine.
+        """
+        return self._move((S.QUARANTINED.value,), S.QUEUED, "released", None, queue_id,
+                          detail=detail, addresses=addresses)
+
+    def note(self, queue_id: str, kind: str, detail: str, recipient: str | None = None,
+             now: float | None = None) -> None:
+        """Record an event about a message that moves no row (a user marked it as spam,
+        a rescan refused a release), for message tracking."""
+        with self.store.writing() as conn:
+            conn.execute(schema.events.insert().values(
+                queue_id=queue_id, at=time.time() if now is None else now, node=self.node,
+                kind=kind, recipient=recipient, detail=detail))
 
     def expire_quarantine(self, cutoff: float, retention: float, batch: int = 500) -> int:
         """Delete quarantined rows that arrived before *cutoff* (their quarantine is over);
@@ -276,21 +396,26 @@ class Queue:
                               retention=retention, detail="quarantine retention over")
                    for queue_id in sorted(set(ids)))
 
-    def delete(self, queue_id: str, retention: float = 0.0) -> int:
-        """Delete a message: its waiting rows are never delivered; the purge removes it
-        after *retention* seconds (so ``queue show`` still explains it meanwhile)."""
-        return self._move(WAITING, S.DELETED, "deleted", None, queue_id,
-                          skip=(S.DELIVERING.value,), retention=retention)
+    def delete(self, queue_id: str, retention: float = 0.0, domain: str | None = None,
+               detail: str = "by operator") -> int:
+        """Delete a message (its rows for *domain* only, if given): its waiting rows are
+        never delivered; the purge removes it after *retention* seconds (so ``queue show``
+        still explains it meanwhile)."""
+        return self._move(WAITING, S.DELETED, "deleted", domain, queue_id,
+                          skip=(S.DELIVERING.value,), retention=retention, detail=detail)
 
     def _move(self, from_states: Sequence[str], to: S, event: str, domain: str | None,
               queue_id: str | None, skip: Sequence[str] = (),
-              retention: float | None = None, detail: str = "by operator") -> int:
+              retention: float | None = None, detail: str = "by operator",
+              addresses: Sequence[str] | None = None) -> int:
         if domain is None and queue_id is None:
             raise ValueError("name a queue ID or a domain")
         now = time.time()
         r = schema.recipients
         states = [s for s in from_states if s not in skip]
         where = [r.c.state.in_(states)] + _filters(domain, queue_id)
+        if addresses is not None:
+            where.append(sa.func.lower(r.c.address).in_(sorted({a.lower() for a in addresses})))
         with self.store.writing() as conn:
             moved = conn.execute(sa.select(r.c.id, r.c.queue_id, r.c.address)
                                  .where(*where)).all()
@@ -366,7 +491,8 @@ def _claimed(ids: Sequence[int]) -> sa.Select:
     return (sa.select(r.c.id, r.c.queue_id, r.c.address, r.c.domain, r.c.orcpt, r.c.notify,
                       r.c.attempts, r.c.queued_at, r.c.delay_notified, m.c.sender, m.c.ret,
                       m.c.envid, m.c.body_type, m.c.smtputf8, m.c.size,
-                      sa.case((m.c.size <= INLINE_DATA_LIMIT, m.c.data), else_=sa.null()))
+                      sa.case((m.c.size <= INLINE_DATA_LIMIT, m.c.data), else_=sa.null()),
+                      r.c.route)
             .join(m, m.c.queue_id == r.c.queue_id).where(r.c.id.in_(ids)))
 
 
@@ -380,7 +506,7 @@ def _record_sql(paramstyle: str) -> str:
     sql = (
         "UPDATE recipients SET state = ?, attempts = attempts + ?, "
         "next_attempt_at = CASE WHEN EXISTS (SELECT 1 FROM routes WHERE routes.name = ? "
-        "AND routes.state = 'up') THEN queued_at ELSE ? END, "
+        "AND routes.state <> 'down') THEN queued_at ELSE ? END, "
         "last_reply = ?, "
         "last_attempt_at = CASE WHEN ? > 0 THEN ? ELSE last_attempt_at END, "
         "remote_mta = COALESCE(?, remote_mta), delay_notified = ?, "
@@ -403,11 +529,20 @@ def _filters(domain: str | None, queue_id: str | None) -> list[sa.ColumnElement[
     return where
 
 
+def _route_columns() -> tuple[sa.Column, ...]:
+    t = schema.routes
+    return (t.c.name, t.c.state, t.c.since, t.c.failures, t.c.last_error, t.c.next_probe_at,
+            t.c.failing_since, t.c.successes)
+
+
+def _utc(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
 def _route_row(conn: sa.Connection, name: str, now: float) -> RouteStatus:
     """The route's row, locked for this transaction (created \"up\" on first use)."""
     t = schema.routes
-    query = sa.select(t.c.name, t.c.state, t.c.since, t.c.failures, t.c.last_error,
-                      t.c.next_probe_at).where(t.c.name == name).with_for_update()
+    query = sa.select(*_route_columns()).where(t.c.name == name).with_for_update()
     row = conn.execute(query).first()
     if row is None:
         dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert

@@ -36,8 +36,12 @@ messages = sa.Table(
     sa.Column("data", sa.LargeBinary, nullable=False),
     # Set when no recipient is pending any more: the purge removes the message after it.
     sa.Column("purge_after", sa.Float),
+    # Added by step 8, for message tracking: the headers as received (bounded), or "".
+    sa.Column("subject", sa.Text, nullable=False, default="", server_default=""),
+    sa.Column("message_id", sa.Text, nullable=False, default="", server_default=""),
 )
 sa.Index("messages_purge_after", messages.c.purge_after)
+sa.Index("messages_received_at", messages.c.received_at)
 
 recipients = sa.Table(
     "recipients", metadata,
@@ -60,6 +64,9 @@ recipients = sa.Table(
     sa.Column("remote_mta", sa.Text),        # who gave last_reply, for DSNs
     sa.Column("delay_notified", sa.Boolean, nullable=False, default=False,
               server_default=sa.false()),
+    # Added by step 7: "outbound" sends this row through the outbound route whatever its
+    # domain (an outage alert to an admin whose own domain's server is the one down).
+    sa.Column("route", sa.Text),
 )
 PENDING = ("queued", "deferred")
 _pending = recipients.c.state.in_(PENDING)
@@ -88,17 +95,35 @@ events = sa.Table(
     sa.Column("detail", sa.Text, nullable=False, default=""),
 )
 sa.Index("events_queue_id", events.c.queue_id, events.c.id)
+sa.Index("events_at", events.c.at)  # step 8: the console's charts read events by time
 
 routes = sa.Table(
     "routes", metadata,
     sa.Column("name", sa.Text, primary_key=True),     # "smtp://host:port" or "outbound"
-    sa.Column("state", sa.String(8), nullable=False),  # up | down
+    sa.Column("state", sa.String(16), nullable=False),  # up | down | recovering (step 7)
     sa.Column("since", sa.Float, nullable=False),      # when state last changed
     sa.Column("failures", sa.Integer, nullable=False, default=0),  # consecutive
     sa.Column("last_error", sa.Text),
     sa.Column("next_probe_at", sa.Float, nullable=False, default=0.0),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # Added by step 7, for hysteresis: when the current run of failures began, and the
+    # successes counted while "recovering" (mail flows again; reported up after up_after).
+    sa.Column("failing_since", sa.Float),
+    sa.Column("successes", sa.Integer, nullable=False, default=0, server_default="0"),
 )
+
+# Each change of a route's reported state (up -> down, down -> up), recorded once, in
+# the transaction that made it, by the node that made it (step 7). Append-only.
+route_events = sa.Table(
+    "route_events", metadata,
+    sa.Column("id", _Id, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("route", sa.Text, nullable=False),
+    sa.Column("state", sa.String(8), nullable=False),  # down | up
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+)
+sa.Index("route_events_at", route_events.c.at)
 
 # The built-in Bayes classifier: per-token message counts, shared by every node.
 bayes_tokens = sa.Table(
@@ -142,6 +167,11 @@ users = sa.Table(
               server_default=""),                      # a domain-admin's, newline-separated
     sa.Column("totp_last_step", sa.BigInteger),        # the last TOTP time step accepted
     sa.Column("imap_verified_at", sa.Float),           # the hash is the last IMAP-good password
+    # Added by step 9: the daily quarantine digest (opted in), and when one was last sent
+    # (a conditional UPDATE of it decides which node sends the day's digest).
+    sa.Column("digest", sa.Boolean, nullable=False, default=False,
+              server_default=sa.false()),
+    sa.Column("digest_sent_at", sa.Float),
 )
 
 web_sessions = sa.Table(
@@ -236,3 +266,48 @@ audit_log = sa.Table(
     sa.Column("detail", sa.Text, nullable=False, default=""),
 )
 sa.Index("audit_log_at", audit_log.c.at)
+
+# Mail refused during the SMTP session (no message row exists): kept for message tracking
+# for [console] rejections_days (step 8).
+rejections = sa.Table(
+    "rejections", metadata,
+    sa.Column("id", _Id, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("client_ip", sa.Text, nullable=False),
+    sa.Column("helo", sa.Text, nullable=False),
+    sa.Column("sender", sa.Text, nullable=False),
+    sa.Column("recipient", sa.Text, nullable=False),   # "" when refused before RCPT
+    sa.Column("domain", sa.Text, nullable=False),      # the recipient's, for scoping
+    sa.Column("stage", sa.String(8), nullable=False),  # rcpt | data
+    sa.Column("reason", sa.String(24), nullable=False),
+    sa.Column("reply", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False, default=""),
+    sa.Column("message_id", sa.Text, nullable=False, default=""),
+)
+sa.Index("rejections_at", rejections.c.at)
+
+# Sender allow and block rules kept in the store (step 9): a domain's, set in the console,
+# and a user's, set in the webmail or by a digest link. ``sender`` is an address or a
+# domain, matched like the config's lists; ``scope`` is lower-case.
+sender_rules = sa.Table(
+    "sender_rules", metadata,
+    sa.Column("id", _Id, primary_key=True, autoincrement=True),
+    sa.Column("scope_kind", sa.String(8), nullable=False),   # domain | user
+    sa.Column("scope", sa.Text, nullable=False),             # a domain name or an address
+    sa.Column("sender", sa.Text, nullable=False),
+    sa.Column("action", sa.String(8), nullable=False),       # allow | block
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("scope_kind", "scope", "sender", name="sender_rules_unique"),
+)
+
+# Quarantine digest links already used (step 9): the SHA-256 of each token, kept until
+# the token would have expired anyway, so a link works once across nodes.
+digest_tokens = sa.Table(
+    "digest_tokens", metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("used_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+sa.Index("digest_tokens_expires_at", digest_tokens.c.expires_at)

@@ -67,9 +67,9 @@ class SearchQuery:
 
 _FTS_COLUMN = {Field.SUBJECT: "subject", Field.FROM: "from_text", Field.TO: "to_text",
                Field.FILENAME: "attachment_names"}
-_PG_FIELD = {Field.SUBJECT: "subject", Field.FROM: "from_text",
-             Field.TO: "to_text || ' ' || message_index.cc_text",
-             Field.FILENAME: "attachment_names"}
+_PG_FIELD = {Field.SUBJECT: "{t}.subject", Field.FROM: "{t}.from_text",
+             Field.TO: "{t}.to_text || ' ' || {t}.cc_text",
+             Field.FILENAME: "{t}.attachment_names"}
 _SEARCHED = (Folder.INBOX, Folder.QUARANTINE)
 # Up to this many FTS5 hits, a SQLite search starts from them (about 10 µs each); above
 # it, walking the mailbox newest first meets the first page's hits soon.
@@ -161,7 +161,14 @@ class Search:
         if not terms:
             return []
         if self.store.backend == "postgresql":
-            return [_pg_term(term) for term in terms]
+            # The hits first, from the GIN index, materialised: left to itself the planner
+            # underestimates the user's rows (``trashed_at IS NULL`` across the outer join
+            # to the flags) and checks every message's document one by one (0.5 s for
+            # 30,000 messages, against 0.2–50 ms this way).
+            h = schema.message_index.alias("hit")
+            hits = (sa.select(h.c.queue_id).where(*(_pg_term(term, "hit") for term in terms))
+                    .cte("hits").prefix_with("MATERIALIZED"))
+            return [schema.recipients.c.queue_id.in_(sa.select(hits.c.queue_id))]
         return [_fts5_condition(terms)]
 
 
@@ -184,14 +191,14 @@ def _fts5_condition(terms: tuple[SearchTerm, ...]) -> sa.ColumnElement[bool]:
     return schema.message_index.c.id.in_(hits)
 
 
-def _pg_term(term: SearchTerm) -> sa.ColumnElement[bool]:
+def _pg_term(term: SearchTerm, table: str = "message_index") -> sa.ColumnElement[bool]:
     """The GIN-indexed document must hold the phrase; a field term also checks its field."""
     config = sa.literal_column("'simple'::regconfig")
     source, target = schema.PG_SPLIT
     phrase = sa.func.phraseto_tsquery(config, sa.func.translate(term.text, source, target))
-    document = sa.literal_column("message_index.search").op("@@")(phrase)
+    document = sa.literal_column(f"{table}.search").op("@@")(phrase)
     if term.field is Field.ANY:
         return document
-    field = sa.func.translate(sa.literal_column(f"message_index.{_PG_FIELD[term.field]}"),
+    field = sa.func.translate(sa.literal_column(_PG_FIELD[term.field].format(t=table)),
                               source, target)
     return sa.and_(document, sa.func.to_tsvector(config, field).op("@@")(phrase))

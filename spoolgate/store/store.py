@@ -264,7 +264,8 @@ def insert_incoming(conn: sa.Connection, batch: Sequence[IncomingMessage]) -> No
             "sender": env.sender, "client_ip": env.client.ip, "helo": env.client.helo,
             "tls": env.client.tls, "size": len(msg.data), "body_type": env.body_type,
             "smtputf8": env.smtputf8, "ret": env.ret.value if env.ret else None,
-            "envid": env.envid, "data": msg.data,
+            "envid": env.envid, "data": msg.data, "subject": msg.subject,
+            "message_id": msg.message_id,
         })
         for rcpt in env.recipients:
             recipient_rows.append({

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from argon2 import PasswordHasher
@@ -23,11 +23,23 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from spoolgate.intake.scanning import Scanning
 from spoolgate.mail.envelope import Envelope
+from spoolgate.ops.metrics import Metrics
+from spoolgate.scan.bayes import BayesClassifier
 from spoolgate.store.accounts import Accounts
 from spoolgate.store.mailbox import Folder, Mailbox
 from spoolgate.store.store import Store
-from spoolgate.webmail import mailbox, reading, search, sending, signin
+from spoolgate.webmail import (
+    digest,
+    feedback,
+    mailbox,
+    reading,
+    search,
+    senders,
+    sending,
+    signin,
+)
 from spoolgate.webmail.auth import Authenticator, default_hasher
 from spoolgate.webmail.security import SecurityHeaders
 from spoolgate.webmail.sessions import Sessions, endpoint
@@ -43,17 +55,30 @@ STATIC = Path(__file__).parent / "static"
 def create_app(store: Store, settings: WebmailSettings, *,
                clock: Callable[[], float] = time.time,
                hasher: PasswordHasher | None = None,
-               submit: Callable[[Envelope, bytes], Awaitable[str]] | None = None) -> Starlette:
+               submit: Callable[[Envelope, bytes], Awaitable[str]] | None = None,
+               extra_routes: Callable[[Sessions], list] | None = None,
+               scanning: Scanning | None = None,
+               classifier: BayesClassifier | None = None,
+               user_release: Mapping[str, str] | None = None,
+               metrics: Metrics | None = None) -> Starlette:
     """The webmail for *store*; *clock* and *hasher* are for tests (a moved clock, a
     cheaper argon2id); *submit* queues a message the user sends (the gateway's
-    ``Intake.accept``; without it sending is refused)."""
+    ``Intake.accept``; without it sending is refused); *extra_routes* adds pages that
+    share the sign-in, sessions and CSRF checks (the admin console). *scanning* rescans
+    what a user releases from quarantine, *classifier* learns their spam / not spam marks
+    (each optional), *user_release* is each domain's ``user_release`` policy; *metrics*
+    counts sign-ins for the gateway's ``/metrics``."""
     hasher = hasher or default_hasher()
     accounts = Accounts(store)
     sessions = Sessions(accounts, settings, clock)
     site = Site(store, settings, accounts, Mailbox(store, settings.node),
                 Authenticator(accounts, settings, hasher, clock), sessions,
-                template_environment(), clock, submit)
-    app = Starlette(routes=_routes(sessions), middleware=[Middleware(SecurityHeaders)],
+                template_environment(), clock, submit, scanning, classifier,
+                dict(user_release or {}), metrics or Metrics())
+    routes = _routes(sessions)
+    if extra_routes is not None:
+        routes[-1:-1] = extra_routes(sessions)  # before the static mount
+    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)],
                     exception_handlers={HTTPException: _http_error, Exception: _server_error})
     app.state.site = site
     app.state.search_progress = search.IndexProgress()
@@ -71,7 +96,10 @@ def _routes(sessions: Sessions) -> list:
         Route("/", lambda request: RedirectResponse("/inbox", status_code=303)),
         Route("/login", endpoint(sessions, signin.login_view, signed_in=False),
               methods=["GET", "POST"]),
-        post("/logout", signin.logout_view),
+        Route("/login/totp", endpoint(sessions, signin.totp_view, signed_in=False,
+                                      pending=True), methods=["GET", "POST"]),
+        Route("/logout", endpoint(sessions, signin.logout_view, pending=True),
+              methods=["POST"]),
         get("/inbox", mailbox.folder_view(Folder.INBOX)),
         get("/quarantine", mailbox.folder_view(Folder.QUARANTINE)),
         get("/trash", mailbox.folder_view(Folder.TRASH)),
@@ -84,6 +112,17 @@ def _routes(sessions: Sessions) -> list:
         post("/m/{queue_id}/delete", mailbox.delete_view),
         post("/m/{queue_id}/restore", mailbox.restore_view),
         post("/m/{queue_id}/unread", mailbox.unread_view),
+        post("/m/{queue_id}/release", feedback.release_view),
+        post("/m/{queue_id}/spam", feedback.spam_view),
+        post("/m/{queue_id}/not-spam", feedback.not_spam_view),
+        post("/m/{queue_id}/allow-sender", senders.rule_view("allow")),
+        post("/m/{queue_id}/block-sender", senders.rule_view("block")),
+        get("/senders", senders.senders_view),
+        post("/senders/remove", senders.remove_view),
+        post("/quarantine/digest", digest.optin_view),
+        # Reached from an email: the signed token is the authority, not a session.
+        Route("/digest/{token}", endpoint(sessions, digest.digest_view, signed_in=False),
+              methods=["GET", "POST"]),
         get("/m/{queue_id}/reply", sending.reply_view(reply_all=False)),
         get("/m/{queue_id}/reply-all", sending.reply_view(reply_all=True)),
         get("/m/{queue_id}/forward", sending.forward_view),

@@ -31,6 +31,15 @@ NOTICES = {
     "restored-queued": "Restored. It will be delivered to your mail server again.",
     "emptied": "Trash emptied.",
     "unread": "Marked as unread.",
+    "released": "Released: it will be delivered to your mail server.",
+    "digest-on": "You will get a daily summary of new mail in your quarantine.",
+    "digest-off": "No more daily summaries.",
+    "released-ham": ("Marked as not spam and released: it will be delivered to your "
+                     "mail server."),
+    "spam": "Marked as spam and moved to Trash. It will not be delivered to your mail server.",
+    "spam-delivered": "Marked as spam and moved to Trash.",
+    "spam-in-flight": ("Marked as spam and moved to Trash, but it was being delivered at "
+                       "that moment: it may still reach your mail server."),
 }
 
 
@@ -59,7 +68,11 @@ def folder_view(folder: Folder):
         more, items = len(items) > size, items[:size]
         rows = _rows(site, with_index(site, items))
         next_cursor = f"{items[-1].queued_at!r}:{items[-1].queue_id}" if more else None
-        return site.page("folder.html", session, folder=folder.value, rows=rows,
+        extra = {}
+        if folder is Folder.QUARANTINE:  # the digest opt-in sits on this page
+            user = site.accounts.get_user(session.email)
+            extra["digest"] = user is not None and user.digest
+        return site.page("folder.html", session, **extra, folder=folder.value, rows=rows,
                          next_cursor=next_cursor, banner=route_banner(site, session.email),
                          paged=request.query_params.get("before") is not None,
                          notice=NOTICES.get(request.query_params.get("notice", "")))

@@ -11,6 +11,7 @@ import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from spoolgate.intake.release import Cause, quarantine_cause
 from spoolgate.mime.parse import ParsedMessage, addresses
 from spoolgate.store.mailbox import IndexEntry, MailboxItem
 
@@ -65,8 +66,7 @@ def status(item: MailboxItem, now: float, zone: ZoneInfo,
 
 def quarantine_label(detail: str | None) -> str:
     """"virus" when a scanner found malware, else "spam" (from the scan event's detail)."""
-    text = (detail or "").lower()
-    return "virus" if any(word in text for word in ("virus", "clamav", "malware")) else "spam"
+    return "virus" if quarantine_cause(detail) is Cause.VIRUS else "spam"
 
 
 def index_entry(parsed: ParsedMessage) -> IndexEntry:

@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from spoolgate.mime.parse import ParsedMessage, Part, parse_message
 from spoolgate.store.accounts import WebSession
-from spoolgate.webmail import presenting, render
+from spoolgate.webmail import feedback, presenting, render
 from spoolgate.webmail.mailbox import owned
 from spoolgate.webmail.security import DOWNLOAD_CSP
 from spoolgate.webmail.sessions import signature
@@ -77,7 +77,9 @@ def read_view(request: Request, form: FormData | None, session: WebSession | Non
         remote=remote, blocked=blocked, badge=badge, status_text=status,
         all_headers=parsed.headers if request.query_params.get("headers") == "all" else None,
         received=presenting.long_time(item.queued_at, site.zone),
-        attachments=_attachments(parsed))
+        attachments=_attachments(parsed),
+        **feedback.reader_context(site, session, item, reasons.get(queue_id),
+                                  request.query_params))
 
 
 def _folder(item) -> str:

@@ -11,16 +11,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import uvicorn
 
 from spoolgate.config import Settings
+from spoolgate.intake.scanning import Scanning
+from spoolgate.ops.metrics import Metrics
+from spoolgate.scan.bayes import BayesClassifier
 from spoolgate.store.accounts import Accounts
 from spoolgate.store.store import Store, StoreError
 from spoolgate.webmail.app import create_app
 from spoolgate.webmail.sending import Submit
+from spoolgate.webmail.sessions import Sessions
 from spoolgate.webmail.settings import WebmailSettings
 
 log = logging.getLogger("spoolgate.web")
@@ -35,7 +39,10 @@ def webmail_settings(settings: Settings) -> WebmailSettings:
         domains={d.name: str(d.route) for d in settings.domains},
         session_idle=web.session_idle, session_max=web.session_max,
         secure_cookies=web.secure_cookies, timezone=web.timezone,
-        trash_retention=settings.delivery.failed_retention_days * 86400)
+        trash_retention=settings.delivery.failed_retention_days * 86400,
+        imap={d.name: d.imap for d in settings.domains if d.imap is not None},
+        imap_local_parts={d.name: d.recipients for d in settings.domains
+                          if d.imap is not None})
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -61,15 +68,25 @@ class WebService:
 
 
 async def start_webmail(settings: Settings, store: Store,
-                        submit: Submit | None = None) -> WebService:
+                        submit: Submit | None = None,
+                        extra_routes: Callable[[Sessions], list] | None = None,
+                        scanning: Scanning | None = None,
+                        classifier: BayesClassifier | None = None,
+                        metrics: Metrics | None = None) -> WebService:
     """Listen on ``[web] listen``; return once the socket is bound. *submit* queues mail
-    sent from the webmail (without it, sending is refused)."""
+    sent from the webmail (without it, sending is refused); *extra_routes* are the admin
+    console's pages; *scanning* rescans what users release from their quarantine and
+    *classifier* learns their spam / not spam marks (each optional)."""
     options = webmail_settings(settings)
-    app = create_app(store, options, submit=submit)
+    app = create_app(store, options, submit=submit, extra_routes=extra_routes,
+                     scanning=scanning, classifier=classifier,
+                     user_release={d.name: d.spam.user_release for d in settings.domains},
+                     metrics=metrics)
     listen = settings.web.listen
     config = uvicorn.Config(app, host=listen.host, port=listen.port, log_config=None,
                             access_log=False, lifespan="off", server_header=False,
-                            proxy_headers=False)
+                            proxy_headers=bool(settings.web.trusted_proxies),
+                            forwarded_allow_ips=list(settings.web.trusted_proxies) or None)
     server = _EmbeddedServer(config)
     loop = asyncio.get_running_loop()
     serving = loop.create_task(server.serve())

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from spoolgate.config import ImapSettings
+
 
 @dataclass(frozen=True, slots=True)
 class WebmailSettings:
@@ -20,6 +22,7 @@ class WebmailSettings:
     node: str = "web"
     session_idle: float = 30 * 60
     session_max: float = 12 * 3600
+    totp_pending: float = 5 * 60          # to type the TOTP code after the password
     secure_cookies: bool = False          # also Secure whenever the request came over TLS
     timezone: str = "UTC"                 # times shown to users
     page_size: int = 50
@@ -32,6 +35,12 @@ class WebmailSettings:
     ip_lock_after: int = 50
     lockout_seconds: float = 15 * 60
     throttle_forget_after: float = 3600.0
+    # IMAP verification: domain -> the company's IMAP server, which decides while it answers;
+    # domain -> local parts that may get an account on first sign-in (None: any).
+    imap: Mapping[str, ImapSettings] = field(default_factory=lambda: MappingProxyType({}))
+    imap_local_parts: Mapping[str, frozenset[str] | None] = field(
+        default_factory=lambda: MappingProxyType({}))
+    imap_timeout: float = 5.0
     trash_retention: float = 0.0          # after emptying the trash, until the purge may run
     max_inline_text: int = 2 * 1024 * 1024  # characters of a text part shown; the rest is cut
     # Sending (compose, reply, forward): limits checked before anything is queued.

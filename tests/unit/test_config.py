@@ -501,3 +501,42 @@ def test_check_config_on_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFi
     path = tmp_path / "absent.toml"
     assert main(["check-config", "-c", str(path)]) == 2
     assert f"{path}: no such file" in capsys.readouterr().err
+
+
+# -- IMAP verification of webmail passwords per domain ------------------------------------------
+
+def test_domain_imap_servers_are_read(tmp_path: Path) -> None:
+    from spoolgate.config import ImapSettings
+
+    ca = write(tmp_path, "not checked here\n", name="ca.pem")
+    settings = load_settings(write(tmp_path, (
+        DOMAIN + 'imap = "imaps://mail.example.test"\nimap_tls_ca = "ca.pem"\n'
+        '[[domains]]\nname = "b.test"\nroute = "smtp://127.0.0.1:2526"\n'
+        'imap = "imap://127.0.0.1:1143"\nimap_tls = "none"\n'
+        '[[domains]]\nname = "c.test"\nroute = "smtp://127.0.0.1:2526"\n'
+        'imap = "imap://[2001:db8::1]"\n'
+        '[[domains]]\nname = "d.test"\nroute = "smtp://127.0.0.1:2526"\n')))
+    a, b, c, d = settings.domains
+    assert a.imap == ImapSettings("mail.example.test", 993, "implicit", ca.resolve())
+    assert b.imap == ImapSettings("127.0.0.1", 1143, "none")
+    assert c.imap == ImapSettings("2001:db8::1", 143, "starttls")
+    assert d.imap is None
+    assert str(a.imap) == "imaps://mail.example.test:993"
+
+
+@pytest.mark.parametrize(("extra", "key", "problem"), [
+    ('imap = "pop3://mail.example.test"\n', "imap", "expected imaps://host:port"),
+    ('imap = "imaps://mail.example.test:0"\n', "imap", "bad port"),
+    ('imap = "imaps://user@mail.example.test"\n', "imap", "expected imaps://host:port"),
+    ('imap = 993\n', "imap", "expected a string"),
+    ('imap_tls = "none"\n', "imap_tls", "needs imap ="),
+    ('imap = "imap://mail.example.test"\nimap_tls = "none"\n', "imap_tls", "clear text"),
+    ('imap = "imap://127.evil.test"\nimap_tls = "none"\n', "imap_tls", "loopback"),
+    ('imap = "imaps://127.0.0.1"\nimap_tls = "none"\n', "imap_tls", "only for imap://"),
+    ('imap = "imaps://127.0.0.1"\nimap_tls = "maybe"\n', "imap_tls", "unknown value"),
+    ('imap = "imaps://127.0.0.1"\nimap_tls_ca = "missing.pem"\n', "imap_tls_ca",
+     "no such file"),
+])
+def test_imap_mistakes_name_the_key(tmp_path: Path, extra: str, key: str, problem: str) -> None:
+    error, path = config_error(tmp_path, DOMAIN + extra)
+    assert_located(error, path, f"[[domains]][1].{key}", problem)

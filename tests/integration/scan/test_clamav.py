@@ -95,8 +95,12 @@ def test_a_message_over_stream_max_is_not_sent_and_is_unscannable(clamd: Clamd) 
 def test_clamds_own_size_limit_reply_is_unscannable_never_clean(clamd: Clamd) -> None:
     # The adapter's stream_max (default 25M) is above this clamd's StreamMaxLength (1M).
     findings = scan(clamd.address, message_with(b"x" * 2_000_000, "big.bin"))
-    assert findings.viruses == ()
-    assert findings.unscannable == "clamd: INSTREAM size limit exceeded. ERROR"
+    assert findings.viruses == () and findings.error is None
+    # clamd answers and closes; whether its reply or the reset of the unread rest reaches
+    # us first is a race the machine's load decides. Both mean: not fully scanned.
+    assert findings.unscannable in ("clamd: INSTREAM size limit exceeded. ERROR",
+                                    "clamd closed the connection before the end of the "
+                                    "message (StreamMaxLength?)")
 
 
 def test_nesting_beyond_max_recursion_is_unscannable_with_alert_exceeds_max(

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 
 SPOOLGATE_TABLES = {"schema_meta", "messages", "recipients", "events", "routes",
                     "bayes_tokens", "bayes_totals", "bayes_learned", "users", "web_sessions",
-                    "login_throttle", "mailbox_flags", "message_index", "audit_log"}
+                    "login_throttle", "mailbox_flags", "message_index", "audit_log",
+                    "route_events", "rejections", "sender_rules", "digest_tokens"}
 # SQLite's search index: the FTS5 table and its shadow tables.
 FTS5_TABLES = {"message_search", "message_search_data", "message_search_idx",
                "message_search_docsize", "message_search_config"}
@@ -283,5 +284,104 @@ def test_version_5_accounts_gain_a_role_and_the_audit_log(store_url: str, raw: s
         assert (user.role, user.domains, user.totp_last_step) == ("user", (), None)
         assert _tables(raw) == _expected_tables(raw)
         assert _version_rows(raw) == [("version", str(LATEST))]
+    finally:
+        store.close()
+
+
+def test_version_6_routes_gain_hysteresis_and_the_route_event_log(store_url: str,
+                                                                  raw: sa.Engine) -> None:
+    """Step 7 adds columns to routes and recipients that already hold rows (a down route,
+    a waiting message), widens the route state for "recovering", and adds route_events."""
+    from spoolgate.store.queue import Queue
+
+    route = "smtp://10.0.0.5:25"
+    store = open_store(store_url)
+    message = incoming(["alice@example.test"])
+    store.commit_incoming([message])
+    Queue(store, "n").route_failed(route, "refused", 100.0, 1, 60.0)
+    store.close()
+    with raw.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE routes DROP COLUMN failing_since")
+        conn.exec_driver_sql("ALTER TABLE routes DROP COLUMN successes")
+        conn.exec_driver_sql("ALTER TABLE recipients DROP COLUMN route")
+        conn.exec_driver_sql("DROP TABLE route_events")
+        if conn.dialect.name == "postgresql":  # as version 6 made it
+            conn.exec_driver_sql("ALTER TABLE routes ALTER COLUMN state TYPE VARCHAR(8)")
+    _set_version(raw, 6)
+
+    store = open_store(store_url)
+    try:
+        queue = Queue(store, "n")
+        (status,) = queue.routes()
+        assert (status.state, status.since, status.successes) == ("down", 100.0, 0)
+        assert [r.route for r in queue.claim_due(time.time(), 10, 60.0)] == [None]
+        assert queue.route_answered(route, 200.0, ["example.test"], up_after=2)[0].state == (
+            "recovering")
+        assert queue.route_answered(route, 201.0, ["example.test"], up_after=2)[1] is not None
+        assert [e.state for e in queue.route_events()] == ["up"]
+        assert _tables(raw) == _expected_tables(raw)
+        assert _version_rows(raw) == [("version", str(LATEST))]
+    finally:
+        store.close()
+
+
+def test_version_7_messages_gain_tracking_columns(store_url: str, raw: sa.Engine) -> None:
+    """Step 8 adds the subject and Message-ID columns to messages that already hold rows
+    (they stay empty: tracking finds them by sender, recipient and time), the refusal log,
+    and the indexes by time."""
+    from spoolgate.store.console import Console, TrackingQuery
+    from tests.webmail_mail import deliver, text_message
+
+    store = open_store(store_url)
+    queue_id = deliver(store, text_message("alice@example.test"), "alice@example.test")
+    store.close()
+    with raw.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX messages_received_at")
+        conn.exec_driver_sql("DROP INDEX events_at")
+        for column in ("subject", "message_id"):
+            conn.exec_driver_sql(f"ALTER TABLE messages DROP COLUMN {column}")
+        conn.exec_driver_sql("DROP TABLE rejections")
+    _set_version(raw, 7)
+
+    store = open_store(store_url)
+    try:
+        assert _version_rows(raw) == [("version", str(LATEST))]
+        assert _tables(raw) == _expected_tables(raw)
+        indexes = {i["name"] for i in sa.inspect(raw).get_indexes("events")}
+        assert "events_at" in indexes
+        found = Console(store).track(TrackingQuery(recipient="alice@"), None)
+        assert [(t.queue_id, t.subject) for t in found] == [(queue_id, "")]
+    finally:
+        store.close()
+
+
+def test_version_8_users_gain_the_digest_and_sender_rules_arrive(store_url: str,
+                                                                raw: sa.Engine) -> None:
+    """Step 9 adds the digest opt-in and last-sent columns to users who already exist
+    (opted out, never sent), the sender rules and the used digest links."""
+    from spoolgate.store.accounts import Accounts
+    from spoolgate.store.digest import DigestStore
+    from spoolgate.store.senders import SenderRules
+
+    store = open_store(store_url)
+    Accounts(store).add_user("alice@example.test", "$argon2id$x", now=1.0)
+    store.close()
+    with raw.begin() as conn:
+        for column in ("digest", "digest_sent_at"):
+            conn.exec_driver_sql(f"ALTER TABLE users DROP COLUMN {column}")
+        conn.exec_driver_sql("DROP TABLE sender_rules")
+        conn.exec_driver_sql("DROP TABLE digest_tokens")
+    _set_version(raw, 8)
+
+    store = open_store(store_url)
+    try:
+        assert _version_rows(raw) == [("version", str(LATEST))]
+        assert _tables(raw) == _expected_tables(raw)
+        user = Accounts(store).get_user("alice@example.test")
+        assert user is not None and (user.digest, user.digest_sent_at) == (False, None)
+        assert Accounts(store).set_digest("alice@example.test", True)
+        assert [s.email for s in DigestStore(store).subscribers()] == ["alice@example.test"]
+        SenderRules(store).add("user", "alice@example.test", "x.example", "allow", "a", 1.0)
+        assert DigestStore(store).use_token("h", 10.0, 1.0)
     finally:
         store.close()

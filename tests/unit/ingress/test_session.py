@@ -26,6 +26,9 @@ class _Intake:
     async def accept(self, envelope: Envelope, data: bytes, esmtp: bool = True) -> str:
         raise AssertionError("no message is sent in these tests")
 
+    def refused(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError("nothing is refused in these tests")
+
 
 class _Handler:
     """A handler with no hooks, like the session's own."""

@@ -77,3 +77,50 @@ def test_failures_are_forgotten_after_a_quiet_time(accounts: Accounts) -> None:
     accounts.record_failure({"ip:a": rule}, now=0.0)
     assert accounts.record_failure({"ip:a": rule}, now=50.0)["ip:a"].failures == 2
     assert accounts.record_failure({"ip:a": rule}, now=150.0)["ip:a"].failures == 1
+
+
+def test_a_totp_step_is_accepted_once_and_only_forward(accounts: Accounts) -> None:
+    accounts.add_user("alice@example.test", "h", now=10.0)
+    assert not accounts.accept_totp_step("alice@example.test", 5)  # no secret yet
+    assert accounts.set_totp("Alice@example.test", "JBSWY3DPEHPK3PXP")
+    assert accounts.accept_totp_step("alice@example.test", 100)
+    assert not accounts.accept_totp_step("alice@example.test", 100)
+    assert not accounts.accept_totp_step("alice@example.test", 99)
+    assert accounts.accept_totp_step("alice@example.test", 101)
+    assert accounts.get_user("alice@example.test").totp_last_step == 101
+    assert "JBSW" not in repr(accounts.get_user("alice@example.test"))
+    accounts.create_session(_session("s1", at=200.0))
+    assert accounts.set_totp("alice@example.test", None)  # a new secret ends every session
+    user = accounts.get_user("alice@example.test")
+    assert user.totp_secret is None and user.totp_last_step is None
+    assert accounts.get_session("s1") is None
+    assert not accounts.set_totp("nobody@example.test", "JBSWY3DPEHPK3PXP")
+
+
+def test_completing_a_pending_session_replaces_it_once(accounts: Accounts) -> None:
+    accounts.add_user("alice@example.test", "h", now=10.0)
+    pending = WebSession("p", "alice@example.test", "csrf-p", 100.0, 100.0, "192.0.2.1",
+                         pending="totp")
+    accounts.create_session(pending)
+    assert accounts.get_session("p").pending == "totp"
+    assert accounts.complete_session("p", _session("done", at=120.0))
+    assert accounts.get_session("p") is None
+    assert accounts.get_session("done").pending is None
+    assert not accounts.complete_session("p", _session("again", at=130.0))
+    assert not accounts.complete_session("done", _session("again", at=130.0))  # not pending
+    assert accounts.get_session("again") is None
+
+
+def test_an_imap_verifier_is_kept_and_a_change_ends_sessions(accounts: Accounts) -> None:
+    accounts.add_user("alice@example.test", "h1", now=10.0)
+    accounts.create_session(_session("s1", at=100.0))
+    assert accounts.store_verifier("alice@example.test", "h1", now=150.0, changed=False)
+    user = accounts.get_user("alice@example.test")
+    assert user.imap_verified_at == 150.0 and user.password_changed_at == 10.0
+    assert accounts.get_session("s1") is not None
+    assert accounts.store_verifier("alice@example.test", "h2", now=200.0, changed=True)
+    user = accounts.get_user("alice@example.test")
+    assert (user.password_hash, user.imap_verified_at, user.password_changed_at) == (
+        "h2", 200.0, 200.0)
+    assert accounts.get_session("s1") is None
+    assert not accounts.store_verifier("nobody@example.test", "h", now=1.0, changed=False)

@@ -1,0 +1,2 @@
+"""The admin side: the web console (queue, quarantine, tracking, dashboard, audit log)
+and the monitoring endpoints (/metrics, /healthz, /readyz)."""
