@@ -148,6 +148,7 @@ class _Views:
         now = site.clock()
         rows = console.queue(where, who.scope, PAGE_SIZE + 1, offset, now)
         more, rows = len(rows) > PAGE_SIZE, rows[:PAGE_SIZE]
+        why = console.verdicts_of([row.queue_id for row in rows]) if quarantine else {}
         query = {k: v for k, v in params.items() if k != "offset" and v}
         return self.page(
             site, session, "admin_queue.html",
@@ -155,7 +156,7 @@ class _Views:
                 (row, presenting.short_time(row.received_at, now, site.zone), _age(
                     now - row.received_at)) for row in rows],
             total=console.count(where, who.scope, now), filters=params, states=STATES,
-            state=state, quarantine=quarantine, offset=offset, page_size=PAGE_SIZE,
+            state=state, quarantine=quarantine, why=why, offset=offset, page_size=PAGE_SIZE,
             next_url=f"?{urlencode({**query, 'offset': offset + PAGE_SIZE})}" if more else None,
             prev_url=(f"?{urlencode({**query, 'offset': max(0, offset - PAGE_SIZE)})}"
                       if offset else None),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -28,8 +29,11 @@ from spoolgate.store.bayes import BayesStore, LearnItem
 MIN_WORD, MAX_WORD = 3, 20
 MAX_TEXT = 512 * 1024  # characters of text tokenized per message: a bounded cost (~50 ms)
 MAX_TOKENS = 5_000  # distinct tokens per message
+MAX_SHAPE_TEXT = 20_000  # characters of a text part whose case and punctuation are tokens
+MAX_URLS = 100  # URLs tokenized per text part
 MAILER_HEADERS = ("x-mailer", "user-agent")
 MAX_HEADER_NAMES = 200  # header fields counted per message
+MAX_RECIPIENT_DOMAINS = 20  # To/Cc addresses whose domain is a token
 
 STRENGTH = 1.0  # Robinson's s: how much weight the prior x has against the evidence
 PRIOR = 0.5  # Robinson's x: the probability of a token never seen
@@ -42,8 +46,10 @@ MIN_SPAM, MIN_HAM = 200, 200  # SpamAssassin's bayes_min_spam_num and bayes_min_
 # a scanner with a dozen rules rather than SpamAssassin's thousand: SpamAssassin gives
 # BAYES_99 3.5 because other rules add the rest; here near-certainty (>= 0.99) must tag a
 # message on its own (the default tag threshold is 5), as Rspamd's BAYES_SPAM (up to 5.1)
-# does, and confident ham earns enough to outweigh a heuristic or two.
-# (lowest probability of the band, symbol, score), highest band first.
+# does, and confident ham earns enough to outweigh a heuristic or two. Within a band the
+# score rises linearly towards the next band's, so that the summed score keeps the
+# classifier's ordering (a threshold between two band scores can then be placed anywhere).
+# (lowest probability of the band, symbol, score at that probability), highest band first.
 BAYES_BANDS: tuple[tuple[float, str, float], ...] = (
     (0.999, "BAYES_999", 5.5),
     (0.99, "BAYES_99", 5.0),
@@ -56,13 +62,19 @@ BAYES_BANDS: tuple[tuple[float, str, float], ...] = (
     (0.01, "BAYES_05", -1.5),
     (0.0, "BAYES_00", -2.5),
 )
+BAYES_MAX_SCORE = 6.0  # the score at probability 1.0, where BAYES_999 ends
 
-_URL_HOST = re.compile(r"(?i)(?:\b(?:https?|ftp)://|\bwww\.)([a-z0-9-]+(?:\.[a-z0-9-]+)+)")
+_URL = re.compile(r"(?i)(?:\b(https?://|ftp://)|\bwww\.)([a-z0-9-]+(?:\.[a-z0-9-]+)+)"
+                  r"((?:[/?#][^\s\"'<>]*)?)")
+_URL_PIECE = re.compile(r"[/?#&=.:;,+_%~!-]+")
 _RECEIVED_HOST = re.compile(r"(?i)\b(?:from|by)\s+([a-z0-9-]+(?:\.[a-z0-9-]+)+)")
+_RECEIVED_IP = re.compile(r"[\[(](\d{1,3}(?:\.\d{1,3}){3})[\])]")
 _IP_HOST = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 _BASE64_CHUNK = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
 _WORDISH = re.compile(r"[\w$%@'.-]+")
 _EDGE = ".-'"
+_CASED_WORD = re.compile(r"[^\W\d_]{3,}")
+_SHOUT = re.compile(r"!+|\?+|[$\u00a3\u20ac]")
 _BODY_START = re.compile(rb"\r?\n\r?\n")
 _TRAILING_SPACE = re.compile(rb"[ \t]+(?=\n)")
 
@@ -79,11 +91,20 @@ class Clue:
 
 
 def tokenize(parsed: ParsedMessage) -> frozenset[str]:
-    """The distinct tokens of a message: body words, URL hosts and prefixed header tokens."""
+    """The distinct tokens of a message, at most MAX_TOKENS.
+
+    Body words (``skip:`` tokens for long ones), the case and punctuation of body and
+    Subject (``body:upper:3``, ``subject:mark:!!``), URLs (``proto:``, ``url:`` host and
+    parent domains, path and query pieces), and prefixed header tokens: Subject words, the
+    From/Reply-To/Return-Path addresses, To/Cc count and domains, mailer, encoding, MIME
+    defects, header field names, Received domains and IP /16s, the Message-ID's domain,
+    part types, charsets and attachment extensions.
+    """
     tokens: set[str] = set(_header_tokens(parsed))
     for text, markup in _texts(parsed):
         tokens.update(_url_tokens(markup))
         tokens.update(words(text))
+        tokens.update(_shape_tokens("body", text[:MAX_SHAPE_TEXT]))
         if len(tokens) >= MAX_TOKENS:
             return frozenset(sorted(tokens)[:MAX_TOKENS])
     return frozenset(tokens)
@@ -106,6 +127,17 @@ def words(text: str) -> Iterator[str]:
                 yield f"skip:{word[0]} {len(word) // 10 * 10}"  # as SpamBayes
 
 
+def _shape_tokens(where: str, text: str) -> Iterator[str]:
+    """How a text shouts: the share of its words in capitals, and the runs of ! and ? and
+    the currency signs it has (case and punctuation that the words lose)."""
+    found = _CASED_WORD.findall(text)
+    if found:
+        upper = sum(word.isupper() for word in found) / len(found)
+        yield f"{where}:upper:{min(int(upper * 10), 5)}"
+    for mark in set(_SHOUT.findall(text)):
+        yield f"{where}:mark:{mark[:3]}"
+
+
 def _texts(parsed: ParsedMessage) -> Iterator[tuple[str, str]]:
     """(text for words, text for URLs) of each inline text part: HTML's URLs come from its
     markup (href, src), its words from what it shows. MAX_TEXT characters in all."""
@@ -121,22 +153,40 @@ def _texts(parsed: ParsedMessage) -> Iterator[tuple[str, str]]:
 
 
 def _url_tokens(text: str) -> Iterator[str]:
-    for host in _URL_HOST.findall(text):
+    """Per URL (MAX_URLS of them): its scheme, its host and every parent domain, and the
+    pieces of its path and query (as SpamBayes' tokenizer)."""
+    for match in itertools.islice(_URL.finditer(text), MAX_URLS):
+        scheme, host, rest = match.group(1), match.group(2), match.group(3)
+        yield f"proto:{(scheme or 'www').lower().rstrip(':/')}"
         host = host.lower().strip(".-")
         if _IP_HOST.match(host):
             yield "url:ip-address"
-            continue
-        yield f"url:{host}"
-        yield "url:" + ".".join(host.split(".")[-2:])
+        else:
+            labels = host.split(".")
+            yield from (f"url:{'.'.join(labels[i:])}" for i in range(len(labels) - 1))
+        for piece in _URL_PIECE.split(rest.lower()):
+            if MIN_WORD <= len(piece) <= MAX_WORD:
+                yield f"url:{piece}"
+            elif len(piece) > MAX_WORD:
+                yield f"url:skip {len(piece) // 10 * 10}"
 
 
 def _header_tokens(parsed: ParsedMessage) -> Iterator[str]:
     yield from (f"subject:{word}" for word in words(parsed.subject))
+    yield from _shape_tokens("subject", parsed.subject)
     yield from _address_tokens("from", parsed.from_)
     first = {name.lower(): value for name, value in reversed(parsed.headers)}
     yield from _address_tokens("reply-to", first.get("reply-to", ""), with_address=False)
     for name in MAILER_HEADERS:
         yield from (f"mailer:{word}" for word in words(first.get(name, "")))
+    yield from _address_tokens("return-path", first.get("return-path", ""), with_address=False)
+    yield from _recipient_tokens(parsed)
+    encoding = first.get("content-transfer-encoding", "").strip().lower()
+    if encoding:
+        yield f"encoding:{encoding[:MAX_WORD]}"
+    yield from (f"defect:{d}" for d in parsed.defects[:MAX_WORD])
+    for part in parsed.parts:
+        yield from (f"defect:{d}" for d in part.defects[:MAX_WORD])
     yield from _header_shape(parsed)
     for part in parsed.parts:
         yield f"type:{part.content_type}"
@@ -162,6 +212,17 @@ def _header_shape(parsed: ParsedMessage) -> Iterator[str]:
     yield f"message-id:@{right[:MAX_WORD * 2]}" if right else "message-id:none"
 
 
+def _recipient_tokens(parsed: ParsedMessage) -> Iterator[str]:
+    """How many To/Cc addresses (bucketed) and their domains: lists and colleagues write to
+    a few known domains, bulk senders to one stranger or many."""
+    listed = addresses(parsed.to, parsed.cc)
+    count = len(listed)
+    yield f"to:count:{count if count < 3 else '3-9' if count < 10 else 'many'}"
+    for _, address in listed[:MAX_RECIPIENT_DOMAINS]:
+        if "@" in address:
+            yield f"to:domain:{address.rpartition('@')[2].lower()}"
+
+
 def _received_hosts(value: str) -> Iterator[str]:
     """The domains (last two labels) a Received line names after from/by: the path a
     message took, which the mailers of a company's correspondents keep stable."""
@@ -169,6 +230,8 @@ def _received_hosts(value: str) -> Iterator[str]:
         host = host.lower().strip(".")
         if not _IP_HOST.match(host) and "." in host:
             yield ".".join(host.split(".")[-2:])
+    for ip in _RECEIVED_IP.findall(value[:1000]):
+        yield "ip:" + ".".join(ip.split(".")[:2])
 
 
 def _address_tokens(name: str, value: str, with_address: bool = True) -> Iterator[str]:
@@ -232,11 +295,16 @@ def clues(counts: Mapping[str, tuple[int, int]], nspam: int, nham: int) -> list[
 
 
 def bayes_symbol(probability: float, clue_count: int) -> Symbol:
-    """The SpamAssassin-style BAYES_nn symbol of *probability*."""
+    """The SpamAssassin-style BAYES_nn symbol of *probability*, its score interpolated
+    between its band's score and the next band's (BAYES_MAX_SCORE at 1.0)."""
+    upper, upper_score = 1.0, BAYES_MAX_SCORE
     for lowest, name, score in BAYES_BANDS:
         if probability >= lowest:
+            share = (probability - lowest) / max(1e-12, upper - lowest)
+            score = round(score + share * (upper_score - score), 3)
             return Symbol(name, score, f"spam probability {probability:.4f} "
                                        f"from {clue_count} tokens")
+        upper, upper_score = lowest, score
     raise AssertionError("BAYES_BANDS ends at 0.0")  # pragma: no cover
 
 

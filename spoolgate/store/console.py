@@ -119,6 +119,18 @@ class Console:
         with self.store.reading() as conn:
             return conn.execute(query).scalar_one()
 
+    def verdicts_of(self, queue_ids: Collection[str]) -> dict[str, str]:
+        """Why each message was quarantined, from its last scan: "virus X", or the score
+        and the rules that made it ("score 12: SPAM_WORDS(12), HTML_ONLY(1)")."""
+        e = schema.events
+        if not queue_ids:
+            return {}
+        with self.store.reading() as conn:
+            rows = conn.execute(sa.select(e.c.queue_id, e.c.detail)
+                                .where(e.c.queue_id.in_(sorted(set(queue_ids))),
+                                       e.c.kind == "scanned").order_by(e.c.id)).all()
+        return {queue_id: _verdict_words(detail) for queue_id, detail in rows}
+
     def in_scope(self, queue_id: str, scope: Scope) -> bool:
         """Whether the message exists and one of its recipients is in *scope*."""
         r = schema.recipients
@@ -310,6 +322,15 @@ def _tracked_rejections(conn: sa.Connection, query: TrackingQuery, scope: Scope,
     return [Tracked(row.at, None, row.sender, ((row.recipient, "rejected"),) if row.recipient
                     else (), row.subject, row.message_id, row.client_ip, row.reply, row.reason)
             for row in rows]
+
+
+def _verdict_words(detail: str) -> str:
+    fields = dict(word.partition("=")[::2] for word in detail.split() if "=" in word)
+    if fields.get("viruses", "-") not in ("", "-"):
+        return f"virus {fields['viruses']}"
+    symbols = fields.get("symbols", "-")
+    words = f"score {fields.get('score', '?')}"
+    return words if symbols in ("", "-") else f"{words}: {symbols.replace(',', ', ')}"
 
 
 def _time_conditions(column: sa.ColumnElement, query: TrackingQuery) -> list:

@@ -174,3 +174,60 @@ def test_a_domain_admin_cannot_reach_another_domains_mail(console, page: Page) -
     answer = page.goto(f"{base}/admin/queue")
     assert answer is not None and answer.status == 403
     assert re.search("for administrators", page.content())
+
+
+def test_an_admin_releases_from_quarantine_and_blocks_a_sender(gateway_factory,
+                                                                page: Page) -> None:
+    """Everything for example.test is quarantined (a threshold below any score); the admin
+    releases one message after a rescan and blocks the sender of another."""
+    web_port = free_port()
+    gateway = start_delivering(
+        gateway_factory, None, {"example.test": f"smtp://127.0.0.1:{free_port()}"},
+        delivery={"min_backoff": 30.0, "max_backoff": 30.0},
+        domain_extra={"example.test": {"spam_tag": -2.0, "spam_quarantine": -1.0}},
+        extra={"web": {"enabled": True, "listen": f"127.0.0.1:{web_port}"}})
+    added = gateway.cli("user", "add", ADMIN, "--role", "admin", "--password-stdin",
+                        input=PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    for number, to in enumerate(("alice@example.test", "bob@example.test")):
+        _send(gateway.port, number, to)
+    wait_states(gateway, {"quarantined": 2}, timeout=30)
+    ids = _queue_ids(gateway)
+
+    base = f"http://127.0.0.1:{web_port}"
+    _sign_in(page, base, ADMIN)
+    page.get_by_role("link", name="Quarantine", exact=True).click()
+    expect(page.locator("table.queue tbody tr")).to_have_count(2)
+    page.get_by_label(f"Select {ids['alice@example.test']} to alice@example.test").check()
+    page.get_by_label("With the selected messages:").select_option("release-quarantine")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_role("status")).to_have_text("1 recipient(s) released from quarantine.")
+    expect(page.locator("table.queue tbody tr")).to_have_count(1)
+    page.screenshot(path=str(SHOTS / "console-quarantine.png"), full_page=True)
+
+    page.get_by_label(f"Select {ids['bob@example.test']} to bob@example.test").check()
+    page.get_by_label("With the selected messages:").select_option("block-sender")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_role("status")).to_contain_text("1")
+    page.goto(f"{base}/admin/senders")
+    expect(page.locator("main")).to_contain_text("sender@remote.test")
+    expect(page.locator("main")).to_contain_text("block")
+
+    found = states(gateway)
+    assert found.get("quarantined") == 1 and found.get("quarantined", 0) + found.get(
+        "queued", 0) + found.get("deferred", 0) + found.get("delivering", 0) == 2
+    timeline = gateway.cli("queue", "show", ids["alice@example.test"]).stdout
+    assert f"released by {ADMIN} (console) after a rescan" in timeline
+    # The rule reaches the policy within its cache's 30 s: the same sender is then refused
+    # in the SMTP session.
+    deadline = time.monotonic() + 40
+    while True:
+        try:
+            _send(gateway.port, 7, "carol@example.test")
+            refused = None
+        except smtplib.SMTPDataError as error:
+            refused = error
+        if refused is not None or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert refused is not None and refused.smtp_code == 550

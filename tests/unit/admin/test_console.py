@@ -264,6 +264,7 @@ def test_release_from_quarantine_in_scope_only(console, store: Store) -> None:
     shared = deliver(store, text_message(OLIVER), ALICE, OLIVER, quarantined=True)
     page = admin.get("/admin/quarantine").text
     assert ours in page and shared in page and "Release from quarantine" in page
+    assert "score 12: SPAM_WORDS(12)" in page  # why, from the scan event
 
     answer = _act(boss, "release-quarantine", shared, back="/admin/quarantine")
     assert "done=release-quarantine&n=0&refused=1" in answer.headers["location"]

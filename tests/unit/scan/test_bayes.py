@@ -13,7 +13,9 @@ import pytest
 from spoolgate.mime.parse import parse_message
 from spoolgate.scan.bayes import (
     BAYES_BANDS,
+    BAYES_MAX_SCORE,
     MAX_CLUES,
+    MAX_URLS,
     BayesClassifier,
     bayes_symbol,
     chi2q,
@@ -80,6 +82,62 @@ def test_header_fields_present_and_the_message_id_domain_are_tokens() -> None:
     assert {"header:list-id:1", "header:received:2", "header:from:1",
             "message-id:@mailer.remote.test"} <= tokens
     assert "message-id:none" in tokenize(parse_message(b"Subject: s\r\n\r\nx\r\n"))
+
+
+def test_urls_give_their_scheme_every_parent_domain_and_their_path_pieces() -> None:
+    body = ("Order at https://shop.deals.example.co/buy-now/cheap_pills.html?id=12345&ref=mail "
+            "or www.Other.test/x and http://203.0.113.9/" + "a" * 35 + "\n")
+
+    tokens = tokenize(parse_message(message(body)))
+
+    assert {"proto:https", "proto:www", "proto:http"} <= tokens
+    assert {"url:shop.deals.example.co", "url:deals.example.co", "url:example.co",
+            "url:other.test", "url:ip-address"} <= tokens
+    assert {"url:buy", "url:now", "url:cheap", "url:pills", "url:html", "url:12345",
+            "url:ref", "url:mail", "url:skip 30"} <= tokens
+    assert "url:co" not in tokens and "url:id" not in tokens  # a TLD alone, short pieces
+
+
+def test_urls_tokenized_per_part_are_bounded() -> None:
+    body = " ".join(f"http://host{n}.example.test/" for n in range(MAX_URLS + 50))
+
+    tokens = tokenize(parse_message(message(body)))
+
+    hosts = {t for t in tokens if t.startswith("url:host")}
+    assert len(hosts) == MAX_URLS
+    assert f"url:host{MAX_URLS - 1}.example.test" in hosts
+
+
+def test_case_and_punctuation_of_subject_and_body_are_tokens() -> None:
+    raw = message("Hello there, this is calm text.\n", subject="FREE CASH now!!! only $5 ???")
+
+    tokens = tokenize(parse_message(raw))
+
+    # 3 of 4 words of three letters or more are capitals: share 0.75, bucket 5 (the top)
+    assert {"subject:upper:5", "subject:mark:!!!", "subject:mark:$",
+            "subject:mark:???"} <= tokens
+    assert "body:upper:0" in tokens
+    assert not {t for t in tokens if t.startswith("body:mark:")}
+
+
+def test_envelope_like_headers_recipients_encoding_and_defects_are_tokens() -> None:
+    raw = (b"Return-Path: <bounce-123@mailer.bulk.test>\r\n"
+           b"Received: from relay.remote.test (relay.remote.test [198.51.100.23])\r\n"
+           b"\tby mx.example.test with ESMTP\r\n"
+           b"From: a@remote.test\r\nTo: b@example.test, c@example.test, d@other.test\r\n"
+           b"Subject: s\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=\"zz\"\r\n"
+           b"Content-Transfer-Encoding: 7bit\r\n\r\n"
+           b"--zz\r\nContent-Type: text/plain\r\n\r\nbody text\r\n")  # never closed
+
+    tokens = tokenize(parse_message(raw))
+
+    assert {"return-path:domain:mailer.bulk.test", "to:count:3-9", "to:domain:example.test",
+            "to:domain:other.test", "encoding:7bit", "received:remote.test",
+            "received:ip:198.51"} <= tokens
+    assert "return-path:addr:bounce-123@mailer.bulk.test" not in tokens
+    assert any(t.startswith("defect:") and "Boundary" in t for t in tokens)
+    assert "to:count:0" in tokenize(parse_message(b"From: a@remote.test\r\n\r\nx\r\n"))
 
 
 def test_words_are_lowercase_bounded_in_length_and_base64_is_skipped() -> None:
@@ -167,14 +225,27 @@ def test_clues_are_the_most_significant_tokens() -> None:
 
 
 @pytest.mark.parametrize(("probability", "name", "score"), [
-    (0.0, "BAYES_00", -2.5), (0.03, "BAYES_05", -1.5), (0.5, "BAYES_50", 0.0),
-    (0.85, "BAYES_80", 2.0), (0.995, "BAYES_99", 5.0), (0.9995, "BAYES_999", 5.5),
-    (1.0, "BAYES_999", 5.5)])
+    # at a band's lowest probability, its score; inside it, on the line to the next band's
+    (0.0, "BAYES_00", -2.5), (0.01, "BAYES_05", -1.5), (0.03, "BAYES_05", -1.25),
+    (0.5, "BAYES_50", 0.5), (0.8, "BAYES_80", 2.0), (0.85, "BAYES_80", 2.5),
+    (0.99, "BAYES_99", 5.0), (0.995, "BAYES_99", 5.278), (0.9995, "BAYES_999", 5.75),
+    (1.0, "BAYES_999", BAYES_MAX_SCORE)])
 def test_symbols_follow_spamassassins_bands(probability: float, name: str, score: float) -> None:
     symbol = bayes_symbol(probability, 12)
 
-    assert (symbol.name, symbol.score) == (name, score)
+    assert symbol.name == name
+    assert symbol.score == pytest.approx(score, abs=1e-3)
     assert "12 tokens" in symbol.detail
+
+
+def test_the_score_rises_with_the_probability_without_jumps() -> None:
+    grid = [n / 10_000 for n in range(10_001)]
+    scores = [bayes_symbol(p, 1).score for p in grid]
+
+    assert scores == sorted(scores)
+    assert len(set(scores)) > 1_000  # a threshold can fall between any two messages
+    for lowest, _, score in BAYES_BANDS[:-1]:  # just under a band edge: its score, nearly
+        assert bayes_symbol(lowest - 1e-9, 1).score == pytest.approx(score, abs=1e-3)
 
 
 def test_the_bands_cover_zero_to_one_highest_first() -> None:
@@ -239,7 +310,9 @@ def test_classify_matches_the_hand_computed_probability(classifier: BayesClassif
     # One clue: spamminess = 1 - (1 - f) = f, hamminess = 1 - f, so the result is f.
     one, symbol = classifier.classify(parse_message(message("alpha charlie")))
     assert one == pytest.approx(5 / 6)
-    assert symbol is not None and (symbol.name, symbol.score) == ("BAYES_80", 2.0)
+    # BAYES_80 runs from 2.0 at 0.80 to 3.5 at 0.95: 2.0 + 1.5 * (5/6 - 0.8) / 0.15
+    assert symbol is not None and symbol.name == "BAYES_80"
+    assert symbol.score == pytest.approx(2 + 1.5 * (5 / 6 - 0.8) / 0.15, abs=1e-3)
     # Two clues of 5/6: (1 - (1/36)(1 + ln 36) - (1 - (25/36)(1 + ln 36/25)) + 1) / 2
     two, _ = classifier.classify(parse_message(message("alpha delta")))
     assert two == pytest.approx(0.910174, abs=1e-6)

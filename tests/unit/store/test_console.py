@@ -116,3 +116,14 @@ def test_traffic_and_verdicts_count_the_store(store: Store) -> None:
 ])
 def test_scope_of_roles(role: str, domains: tuple[str, ...], scope) -> None:
     assert scope_of(role, domains) == scope
+
+
+def test_why_each_message_was_quarantined(store: Store) -> None:
+    spam = deliver(store, text_message(ALICE), ALICE, quarantined=True)
+    plain = deliver(store, text_message(ALICE), ALICE)
+    with store.writing() as conn:
+        conn.execute(schema.events.insert().values(
+            queue_id=plain, at=time.time(), node="n", kind="scanned",
+            detail="action=quarantine score=3 symbols=- viruses=Eicar-Signature scanners=x"))
+    why = Console(store).verdicts_of([spam, plain, "NOSUCHMESSAGE0"])
+    assert why == {spam: "score 12: SPAM_WORDS(12)", plain: "virus Eicar-Signature"}
