@@ -14,6 +14,7 @@ the store. Nothing is created at import time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import multiprocessing
 import os
@@ -118,10 +119,13 @@ async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
         await delivery.start()
         gateway.delivery = delivery
     if primary:
-        gateway.digest = start_digest(settings, store, intake.accept)
+        gateway.digest = start_digest(settings, store,
+                                      functools.partial(intake.accept, origin="gateway"))
     if primary and settings.web.enabled:
         scanning = build_scanning(settings, store)
-        gateway.web = await start_webmail(settings, store, submit=intake.accept,
+        gateway.web = await start_webmail(settings, store,
+                                          submit=functools.partial(intake.accept,
+                                                                   origin="webmail"),
                                           scanning=scanning,
                                           classifier=build_classifier(settings, store),
                                           extra_routes=_console(settings, store, scanning),
@@ -166,7 +170,8 @@ async def send_digests_now(settings: Settings, force: bool = False) -> int:
         intake = Intake(IntakeSettings(hostname=settings.smtp.hostname, node=settings.node.name,
                                        max_received_headers=settings.smtp.max_received_headers),
                         committer, build_scanning(settings, store))
-        sender = digest_sender(settings, store, intake.accept)
+        sender = digest_sender(settings, store,
+                               functools.partial(intake.accept, origin="gateway"))
         return await sender.send_due(force) if sender is not None else 0
     finally:
         await committer.stop()

@@ -103,6 +103,7 @@ class WebSettings:
     timezone: str = "UTC"             # times shown to users
     # addresses of reverse proxies whose X-Forwarded-For / -Proto are believed
     trusted_proxies: tuple[str, ...] = ()
+    max_recipients_per_hour: int = 300  # a user's webmail sending, over all their messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -542,7 +543,9 @@ def _web(table: _Table) -> WebSettings:
         session_max=_seconds(table, "session_max", d.session_max, 60),
         secure_cookies=table.get("secure_cookies", bool, d.secure_cookies),
         timezone=table.get("timezone", str, d.timezone),
-        trusted_proxies=_addresses(table, "trusted_proxies"))
+        trusted_proxies=_addresses(table, "trusted_proxies"),
+        max_recipients_per_hour=table.number("max_recipients_per_hour",
+                                             d.max_recipients_per_hour, 1))
     try:
         zoneinfo.ZoneInfo(web.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):

@@ -62,8 +62,10 @@ class Intake:
                                     envelope.sender, recipient, stage, reason, reply,
                                     subject, message_id))
 
-    async def accept(self, envelope: Envelope, data: bytes, esmtp: bool = True) -> str:
-        """Store one message durably and return its queue ID."""
+    async def accept(self, envelope: Envelope, data: bytes, esmtp: bool = True,
+                     origin: str = "smtp") -> str:
+        """Store one message durably and return its queue ID; *origin* says who handed it
+        in ("smtp", "webmail" for a signed-in user, "gateway" for our own notices)."""
         queue_id = new_queue_id()
         hops = count_received(data)
         if hops > self._settings.max_received_headers:
@@ -94,7 +96,7 @@ class Intake:
         message = IncomingMessage(
             queue_id=queue_id, envelope=envelope, data=stored, received_at=now,
             node=self._settings.node, quarantined=quarantined, subject=subject,
-            message_id=message_id,
+            message_id=message_id, origin=origin,
             events=(("accepted", _accept_detail(envelope, len(stored))), *events))
         try:
             await self._committer.commit(message)

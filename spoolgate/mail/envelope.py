@@ -67,3 +67,4 @@ class IncomingMessage:
     quarantined: bool = False  # the scan policy said quarantine: stored, not delivered
     subject: str = ""          # as received (decoded, bounded), for message tracking
     message_id: str = ""
+    origin: str = "smtp"       # or "webmail" (sent by a signed-in user), "gateway" (ours)

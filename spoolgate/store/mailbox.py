@@ -250,7 +250,7 @@ class Mailbox:
                           x.c.to_text, x.c.cc_text, x.c.date_text, x.c.snippet,
                           x.c.has_attachments, x.c.attachment_names)
                 .select_from(m.outerjoin(x, x.c.queue_id == m.c.queue_id))
-                .where(sa.func.lower(m.c.sender) == email.lower())
+                .where(m.c.origin == "webmail", sa.func.lower(m.c.sender) == email.lower())
                 .order_by(m.c.received_at.desc(), m.c.queue_id.desc()).limit(limit)).all()
             rows = conn.execute(
                 sa.select(r.c.queue_id, r.c.address, r.c.state, r.c.attempts, r.c.last_reply,
@@ -262,6 +262,15 @@ class Mailbox:
                 row.address, row.state, row.attempts, row.last_reply, row.updated_at))
         return [SentItem(h.queue_id, h.received_at, h.size,
                          tuple(by_message.get(h.queue_id, ())), _index(h)) for h in heads]
+
+    def sent_recipients(self, email: str, since: float) -> int:
+        """Recipients of the mail the user sent from the webmail since *since*."""
+        m, r = schema.messages, schema.recipients
+        query = (sa.select(sa.func.count()).select_from(m.join(r, r.c.queue_id == m.c.queue_id))
+                 .where(m.c.origin == "webmail", m.c.received_at >= since,
+                        sa.func.lower(m.c.sender) == email.lower()))
+        with self.store.reading() as conn:
+            return conn.execute(query).scalar_one()
 
     def route(self, name: str) -> RouteStatus | None:
         t = schema.routes

@@ -120,6 +120,13 @@ def _v9(conn: sa.Connection) -> None:
         index.create(conn, checkfirst=True)
 
 
+
+def _v10(conn: sa.Connection) -> None:
+    _add_missing_columns(conn, schema.messages, ("origin",))
+    for index in schema.messages.indexes:
+        index.create(conn, checkfirst=True)
+
+
 # (version, what it does, how). Append only; never edit a released step.
 MIGRATIONS: tuple[tuple[int, str, Callable[[sa.Connection], None]], ...] = (
     (1, "messages, recipients and events", _v1),
@@ -134,6 +141,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[sa.Connection], None]], ...] = (
         "events and messages by time", _v8),
     (9, "sender allow/block rules, the quarantine digest: users' opt-in and last digest, "
         "used digest links", _v9),
+    (10, "where a message came from (SMTP, a user's webmail, the gateway itself)", _v10),
 )
 LATEST = MIGRATIONS[-1][0]
 _ADVISORY_KEY = 0x5B001_6A7E  # "spoolgate" schema lock on PostgreSQL

@@ -39,9 +39,12 @@ messages = sa.Table(
     # Added by step 8, for message tracking: the headers as received (bounded), or "".
     sa.Column("subject", sa.Text, nullable=False, default="", server_default=""),
     sa.Column("message_id", sa.Text, nullable=False, default="", server_default=""),
+    # Added by step 10: how it came in, "smtp", "webmail" (a user's own), "gateway" (ours).
+    sa.Column("origin", sa.String(8), nullable=False, default="smtp", server_default="smtp"),
 )
 sa.Index("messages_purge_after", messages.c.purge_after)
 sa.Index("messages_received_at", messages.c.received_at)
+sa.Index("messages_origin", messages.c.origin, messages.c.received_at)  # step 10: Sent
 
 recipients = sa.Table(
     "recipients", metadata,

@@ -265,7 +265,7 @@ def insert_incoming(conn: sa.Connection, batch: Sequence[IncomingMessage]) -> No
             "tls": env.client.tls, "size": len(msg.data), "body_type": env.body_type,
             "smtputf8": env.smtputf8, "ret": env.ret.value if env.ret else None,
             "envid": env.envid, "data": msg.data, "subject": msg.subject,
-            "message_id": msg.message_id,
+            "message_id": msg.message_id, "origin": msg.origin,
         })
         for rcpt in env.recipients:
             recipient_rows.append({

@@ -109,6 +109,14 @@ def send(site: Site, session: WebSession, ip: str, draft: Draft) -> str:
     if len(recipients) > site.settings.max_recipients:
         raise ComposeError(f"Too many recipients ({len(recipients)}): at most "
                            f"{site.settings.max_recipients} per message.")
+    hourly = site.settings.max_recipients_per_hour
+    recent = site.mailbox.sent_recipients(session.email, site.clock() - 3600)
+    if recent + len(recipients) > hourly:
+        log.warning("webmail: <%s> over the hourly limit (%d sent, %d more asked, limit %d)",
+                    session.email, recent, len(recipients), hourly)
+        raise ComposeError(f"Not sent: you have written to {recent} recipients in the last "
+                           f"hour, and at most {hourly} are allowed. Try again later, or ask "
+                           "your administrator.")
     original = None
     if draft.forward_of:
         owned(site, session, draft.forward_of)

@@ -39,6 +39,7 @@ def webmail_settings(settings: Settings) -> WebmailSettings:
         domains={d.name: str(d.route) for d in settings.domains},
         session_idle=web.session_idle, session_max=web.session_max,
         secure_cookies=web.secure_cookies, timezone=web.timezone,
+        max_recipients_per_hour=web.max_recipients_per_hour,
         trash_retention=settings.delivery.failed_retention_days * 86400,
         imap={d.name: d.imap for d in settings.domains if d.imap is not None},
         imap_local_parts={d.name: d.recipients for d in settings.domains

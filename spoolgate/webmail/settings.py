@@ -45,6 +45,9 @@ class WebmailSettings:
     max_inline_text: int = 2 * 1024 * 1024  # characters of a text part shown; the rest is cut
     # Sending (compose, reply, forward): limits checked before anything is queued.
     max_recipients: int = 100             # To + Cc + Bcc, after removing duplicates
+    # A stolen password must not make the gateway a spam cannon: recipients per user and
+    # hour, over every message sent from the webmail.
+    max_recipients_per_hour: int = 300
     max_attachments: int = 20
     max_attachment_size: int = 10 * 1024 * 1024   # bytes of one uploaded file
     max_message_size: int = 25 * 1024 * 1024      # bytes of the message as sent (encoded)

@@ -385,3 +385,29 @@ def test_version_8_users_gain_the_digest_and_sender_rules_arrive(store_url: str,
         assert DigestStore(store).use_token("h", 10.0, 1.0)
     finally:
         store.close()
+
+
+def test_version_9_messages_gain_their_origin(store_url: str, raw: sa.Engine) -> None:
+    """Step 10 adds where each message came from; older messages count as SMTP mail, so
+    none of them appears in anyone's Sent view."""
+    from spoolgate.store.mailbox import Mailbox
+    from tests.webmail_mail import deliver, text_message
+
+    store = open_store(store_url)
+    queue_id = deliver(store, text_message("alice@example.test"), "alice@example.test")
+    store.close()
+    with raw.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX messages_origin")
+        conn.exec_driver_sql("ALTER TABLE messages DROP COLUMN origin")
+    _set_version(raw, 9)
+
+    store = open_store(store_url)
+    try:
+        assert _version_rows(raw) == [("version", str(LATEST))]
+        with raw.connect() as conn:
+            assert conn.execute(sa.text("SELECT origin FROM messages WHERE queue_id = :q"),
+                                {"q": queue_id}).scalar_one() == "smtp"
+        assert "messages_origin" in {i["name"] for i in sa.inspect(raw).get_indexes("messages")}
+        assert Mailbox(store, "t").sent("bob@partner.test", 10) == []
+    finally:
+        store.close()

@@ -38,7 +38,7 @@ class Queueing:
             self.committer.start()
             self.intake = Intake(IntakeSettings("mail.example.test", "node-a", 30),
                                  self.committer)
-        return await self.intake.accept(envelope, data)
+        return await self.intake.accept(envelope, data, origin="webmail")  # as app.py does
 
 
 def _client(store: Store, settings: WebmailSettings, clock: Clock,
@@ -127,6 +127,38 @@ def test_too_many_recipients_are_refused(store: Store, settings: WebmailSettings
         response = _send(client, to="a@x.test, b@x.test", bcc="c@x.test", body="hi")
     assert response.status_code == 400 and "Too many recipients (3)" in response.text
     assert _queue_ids_from(store, ALICE) == []
+
+
+def test_recipients_per_hour_are_limited(store: Store, settings: WebmailSettings,
+                                         clock: Clock, queueing: Queueing) -> None:
+    limited = replace(settings, max_recipients_per_hour=3)
+    with _client(store, limited, clock, queueing) as client:
+        sign_in(client)
+        first = _send(client, to="a@x.test, b@x.test", body="one")
+        over = _send(client, to="c@x.test, d@x.test", body="two")
+        clock.now += 3601  # an hour later the first message no longer counts
+        sign_in(client)
+        later = _send(client, to="c@x.test, d@x.test", body="three")
+        client.portal.call(queueing.committer.stop)
+    assert first.status_code == 303 and later.status_code == 303
+    assert over.status_code == 400
+    assert "written to 2 recipients in the last hour, and at most 3" in over.text
+    assert len(_queue_ids_from(store, ALICE)) == 2
+
+
+def test_sent_shows_only_what_the_user_sent_from_the_webmail(sender: TestClient,
+                                                            store: Store) -> None:
+    """A stranger can put the user's address in MAIL FROM over SMTP; that is not theirs."""
+    forged = deliver(store, text_message("bob@example.test", subject="Forged"),
+                     "bob@example.test")
+    with store.writing() as conn:  # as if the forger had said MAIL FROM:<alice@...>
+        from spoolgate.store import schema
+        conn.execute(schema.messages.update().where(schema.messages.c.queue_id == forged)
+                     .values(sender=ALICE))
+    assert _send(sender, to="bob@partner.test", subject="Mine", body="x").status_code == 303
+    page = sender.get("/sent").text
+    assert "Mine" in page and "Forged" not in page
+    assert forged not in _queue_ids_from(store, ALICE)
 
 
 def test_an_oversize_upload_is_refused_with_a_clear_message(
