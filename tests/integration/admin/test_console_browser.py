@@ -124,10 +124,23 @@ def test_an_admin_holds_tracks_and_audits(console, page: Page) -> None:
     expect(found).to_contain_text("relay: 550 5.7.1")
     expect(found).to_contain_text("spam@spammer.test")
 
+    # The other verbs, from each message's page: deliver now, bounce, delete.
+    for address, verb, done, state in (
+            ("carol@example.test", "Deliver now", "made due now", "deferred"),
+            ("bob@example.test", "Bounce to sender", "bounced to the sender", "failed"),
+            ("oliver@other.test", "Delete", "deleted", "deleted")):
+        page.goto(f"{base}/admin/m/{ids[address]}")
+        if address == "bob@example.test":  # held above: bounce works on held mail too
+            expect(page.locator("table.grid").first).to_contain_text("held")
+        page.get_by_role("button", name=verb).click()
+        expect(page.get_by_role("status")).to_have_text(f"1 recipient(s) {done}.")
+        expect(page.locator("table.grid").first).to_contain_text(state)
+
     page.get_by_role("link", name="Audit log").click()
     audit = page.locator("table.grid tbody")
-    expect(audit).to_contain_text("queue.release")
-    expect(audit).to_contain_text("queue.hold")
+    for action in ("queue.release", "queue.hold", "queue.flush", "queue.bounce",
+                   "queue.delete"):
+        expect(audit).to_contain_text(action)
     expect(audit).to_contain_text(ADMIN)
 
 
