@@ -76,7 +76,7 @@ class Intake:
         started = time.perf_counter()
         events: list[tuple[str, str]] = []
         quarantined = False
-        if self._scanning is not None:
+        if self._scanning is not None and origin != "gateway":  # our own notices: not scanned
             try:
                 verdict = await self._scanning.judge(envelope, data, queue_id, self._metrics)
             except ScanRefusal as refusal:
