@@ -15,8 +15,6 @@ from starlette.exceptions import HTTPException
 from spoolgate.store.accounts import Accounts, WebSession
 from spoolgate.store.console import Scope, scope_of
 
-ROLES = ("admin", "domain-admin", "user")
-
 
 @dataclass(frozen=True, slots=True)
 class Operator:

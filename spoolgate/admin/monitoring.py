@@ -22,7 +22,6 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-import sqlalchemy as sa
 import uvicorn
 from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -134,12 +133,8 @@ def create_monitoring_app(metrics: Metrics, store: Store, listeners: ListenerChe
 
 
 async def _store_problem(store: Store) -> str | None:
-    def ping() -> None:
-        with store.reading() as conn:
-            conn.execute(sa.select(sa.literal(1))).scalar_one()
-
     try:
-        await asyncio.wait_for(asyncio.to_thread(ping), STORE_TIMEOUT)
+        await asyncio.wait_for(asyncio.to_thread(store.ping), STORE_TIMEOUT)
     except TimeoutError:
         return f"store did not answer within {STORE_TIMEOUT:g}s"
     except StoreError as error:

@@ -52,11 +52,13 @@ class Intake:
         self._refusals = refusals
 
     def refused(self, envelope: Envelope, stage: str, reason: str, reply: str,
-                recipient: str = "", data: bytes = b"") -> None:
-        """Note a refusal in the SMTP session for message tracking (never waits)."""
+                recipient: str = "", data: bytes = b"",
+                summary: tuple[str, str] | None = None) -> None:
+        """Note a refusal in the SMTP session for message tracking (never waits); the
+        subject and Message-ID come from *summary* or *data*."""
         if self._refusals is None:
             return
-        subject, message_id = header_summary(data) if data else ("", "")
+        subject, message_id = summary or (header_summary(data) if data else ("", ""))
         client = envelope.client
         self._refusals.note(Refusal(time.time(), self._settings.node, client.ip, client.helo,
                                     envelope.sender, recipient, stage, reason, reply,
@@ -111,8 +113,11 @@ class Intake:
         return queue_id
 
     def _refused_all(self, envelope: Envelope, reason: str, reply: str, data: bytes) -> None:
+        if self._refusals is None:
+            return
+        summary = header_summary(data)  # once for every recipient
         for recipient in envelope.recipients:
-            self.refused(envelope, "data", reason, reply, recipient.address, data)
+            self.refused(envelope, "data", reason, reply, recipient.address, summary=summary)
 
     def _scan_headers(self, envelope: Envelope, verdict: Verdict, data: bytes) -> bytes:
         """Our Authentication-Results (forged ones removed) and the spam headers and tag."""

@@ -43,6 +43,17 @@ def _add_missing_columns(conn: sa.Connection, table: sa.Table, names: tuple[str,
         conn.exec_driver_sql(ddl)
 
 
+def _create_indexes(conn: sa.Connection, *tables: sa.Table) -> None:
+    """Create the tables' indexes whose columns exist by now. Steps create from the current
+    definitions, so an index over a column a later step adds waits for that step (made
+    again there by this same call)."""
+    for table in tables:
+        present = {column["name"] for column in sa.inspect(conn).get_columns(table.name)}
+        for index in table.indexes:
+            if {column.name for column in index.columns} <= present:
+                index.create(conn, checkfirst=True)
+
+
 def _v2(conn: sa.Connection) -> None:
     _add_missing_columns(conn, schema.messages, ("purge_after",))
     _add_missing_columns(conn, schema.recipients,
@@ -52,8 +63,7 @@ def _v2(conn: sa.Connection) -> None:
         queued_at=sa.select(m.c.received_at).where(m.c.queue_id == r.c.queue_id)
         .scalar_subquery()))
     schema.routes.create(conn, checkfirst=True)
-    for index in (*schema.messages.indexes, *schema.recipients.indexes):
-        index.create(conn, checkfirst=True)
+    _create_indexes(conn, schema.messages, schema.recipients)
 
 
 def _v3(conn: sa.Connection) -> None:
@@ -107,9 +117,7 @@ def _v7(conn: sa.Connection) -> None:
 def _v8(conn: sa.Connection) -> None:
     _add_missing_columns(conn, schema.messages, ("subject", "message_id"))
     schema.rejections.create(conn, checkfirst=True)
-    for index in (*schema.rejections.indexes, *schema.events.indexes,
-                  *schema.messages.indexes):
-        index.create(conn, checkfirst=True)
+    _create_indexes(conn, schema.rejections, schema.events, schema.messages)
 
 
 def _v9(conn: sa.Connection) -> None:
@@ -123,8 +131,11 @@ def _v9(conn: sa.Connection) -> None:
 
 def _v10(conn: sa.Connection) -> None:
     _add_missing_columns(conn, schema.messages, ("origin",))
-    for index in schema.messages.indexes:
-        index.create(conn, checkfirst=True)
+    # Mail users sent before this step came in through the webmail's intake, which has
+    # always given "webmail" as the client's HELO: keep it in their Sent view.
+    m = schema.messages
+    conn.execute(m.update().where(m.c.helo == "webmail").values(origin="webmail"))
+    _create_indexes(conn, schema.messages)
 
 
 # (version, what it does, how). Append only; never edit a released step.

@@ -199,6 +199,11 @@ class Store:
             return conn.execute(sa.select(schema.messages.c.data)
                                 .where(schema.messages.c.queue_id == queue_id)).scalar()
 
+    def ping(self) -> None:
+        """A trivial query: returns when the database answers, else :class:`StoreError`."""
+        with self._reading() as conn:
+            conn.execute(sa.select(sa.literal(1))).scalar_one()
+
     def count_messages(self) -> int:
         with self._reading() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(schema.messages)).scalar_one()

@@ -57,12 +57,12 @@ from spoolgate.store.queue import Queue
 from spoolgate.store.senders import SenderRules
 from spoolgate.store.store import Store, StoreError
 from spoolgate.webmail import presenting
+from spoolgate.webmail.feedback import DEFAULT_USER_RELEASE
 from spoolgate.webmail.site import Site, site_of
 
 log = logging.getLogger("spoolgate.digest")
 
 ACTIONS = ("release", "delete", "allow")
-DEFAULT_USER_RELEASE = "spam"
 CHECK_INTERVAL = 60.0        # seconds between passes of the sender
 FIRST_DIGEST_DAYS = 7        # a first digest lists what arrived in the last week
 MAX_ENTRIES = 100            # messages one digest lists; the rest are counted
@@ -121,6 +121,10 @@ def verify_link(secret: bytes, token: str, now: float) -> DigestLink:
         payload, sent = _unb64(encoded), _unb64(mac)
     except (binascii.Error, ValueError):
         raise LinkError("invalid") from None
+    # One spelling per link: base64 decoding forgives padding, '+' for '-' and spare low
+    # bits, and every spelling of a used link would hash to a new "unused" token.
+    if _b64(payload) != encoded or _b64(sent) != mac:
+        raise LinkError("invalid")
     if not hmac.compare_digest(sent, _mac(secret, payload)):
         raise LinkError("invalid")
     fields = payload.decode("utf-8", "replace").split("\n")
@@ -306,6 +310,9 @@ class DigestSender:
                     log.warning("quarantine digests: the store failed, retrying every "
                                 "%gs (logged once): %s", interval, error)
                 self._failing = True
+            except Exception:  # never let one bad pass end the digests until a restart
+                log.exception("quarantine digests: a pass failed; trying again in %gs",
+                              interval)
             else:
                 self._failing = False
             await asyncio.sleep(interval)
@@ -404,7 +411,11 @@ def digest_view(request: Request, form: FormData | None, session: WebSession | N
         return _confirm(site, request, session, link, item)
     if not digests.use_token(token_hash(token), link.expires_at, now):
         return _problem(site, "used")
-    heading, text = _do(site, link, item, token, digests, now)
+    try:
+        heading, text = _do(site, link, item, token, digests, now)
+    except Exception:
+        digests.forget_token(token_hash(token))  # nothing was done: the link still works
+        raise
     return site.page("digest.html", None, heading=heading, message=text, button="",
                      csrf="")
 

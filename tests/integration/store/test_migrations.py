@@ -411,3 +411,53 @@ def test_version_9_messages_gain_their_origin(store_url: str, raw: sa.Engine) ->
         assert Mailbox(store, "t").sent("bob@partner.test", 10) == []
     finally:
         store.close()
+
+
+# Columns each table gained after version 1, by the step that added them.
+_LATER_COLUMNS = {"messages": {"purge_after", "subject", "message_id", "origin"},
+                  "recipients": {"queued_at", "last_attempt_at", "remote_mta",
+                                 "delay_notified", "route"},
+                  "events": set()}
+
+
+def test_a_version_1_store_is_brought_to_latest(store_url: str, raw: sa.Engine) -> None:
+    """The whole chain on a store shaped as version 1 left it: every step must work on the
+    columns that exist at its turn (an index over a column a later step adds once broke
+    every upgrade), and mail users sent from the webmail stays in their Sent view."""
+    from spoolgate.store.mailbox import Mailbox
+
+    old = sa.MetaData()
+    for name, later in _LATER_COLUMNS.items():
+        table = schema.metadata.tables[name]
+        sa.Table(name, old, *(sa.Column(c.name, c.type, primary_key=c.primary_key,
+                                        nullable=c.nullable, autoincrement=c.autoincrement)
+                              for c in table.c if c.name not in later))
+    with raw.begin() as conn:
+        old.create_all(conn)
+        schema.schema_meta.create(conn)
+        conn.execute(schema.schema_meta.insert(), {"key": "version", "value": "1"})
+        conn.execute(old.tables["messages"].insert(), [
+            {"queue_id": queue_id, "received_at": 1000.0, "node": "n", "sender": sender,
+             "client_ip": "192.0.2.1", "helo": helo, "tls": None, "size": 3,
+             "body_type": "7BIT", "smtputf8": False, "ret": None, "envid": None,
+             "data": b"x\r\n"}
+            for queue_id, sender, helo in (("00000000000001", "alice@example.test", "webmail"),
+                                           ("00000000000002", "alice@example.test", "mx.evil"))])
+        conn.execute(old.tables["recipients"].insert(), [
+            {"queue_id": queue_id, "address": "bob@partner.test", "domain": "partner.test",
+             "state": "queued", "attempts": 0, "next_attempt_at": 1000.0, "updated_at": 1000.0}
+            for queue_id in ("00000000000001", "00000000000002")])
+
+    store = open_store(store_url)
+    try:
+        assert _version_rows(raw) == [("version", str(LATEST))]
+        assert _tables(raw) == _expected_tables(raw)
+        indexes = {i["name"] for i in sa.inspect(raw).get_indexes("messages")}
+        assert {"messages_origin", "messages_received_at", "messages_purge_after"} <= indexes
+        sent = Mailbox(store, "t").sent("alice@example.test", 10)
+        assert [item.queue_id for item in sent] == ["00000000000001"]
+        with raw.connect() as conn:  # step 2 filled the rows' arrival from their message
+            assert conn.execute(sa.text("SELECT min(queued_at) FROM recipients")).scalar() \
+                == 1000.0
+    finally:
+        store.close()
