@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from spoolgate.store.store import Store, open_store
 from tests.browser import browser, page  # noqa: F401 - fixtures for the webmail tests
 from tests.dns_server import loopback_dns  # noqa: F401 - a fixture for every test
 from tests.gateway_process import ROOT, GatewayProcess
@@ -59,6 +60,14 @@ def store_url(request: pytest.FixtureRequest, folder: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{folder / 'spoolgate.db'}"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """An open store, on SQLite and on PostgreSQL (the webmail's tests have their own)."""
+    opened = open_store(store_url)
+    yield opened
+    opened.close()
 
 
 @pytest.fixture

@@ -17,9 +17,8 @@ the store's gauges are left out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import uvicorn
@@ -34,6 +33,7 @@ from starlette.routing import Route
 from spoolgate.config import Settings
 from spoolgate.delivery.routes import RouteTable
 from spoolgate.ops.metrics import Metrics
+from spoolgate.ops.serving import serve_http
 from spoolgate.store.console import Console
 from spoolgate.store.queue import Queue
 from spoolgate.store.store import Store, StoreError
@@ -143,14 +143,6 @@ async def _store_problem(store: Store) -> str | None:
     return None
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without signal handlers of its own: the gateway owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @dataclass
 class MonitoringService:
     """The running monitoring listener."""
@@ -173,15 +165,6 @@ async def start_monitoring(settings: Settings, metrics: Metrics, store: Store,
     metrics.registry.register(StoreCollector(store, settings))
     app = create_monitoring_app(metrics, store, listeners)
     listen = settings.metrics.listen
-    config = uvicorn.Config(app, host=listen.host, port=listen.port, log_config=None,
-                            access_log=False, lifespan="off", server_header=False,
-                            proxy_headers=False)
-    server = _EmbeddedServer(config)
-    serving = asyncio.get_running_loop().create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            serving.result()  # raises why it could not start (e.g. the port is taken)
-            raise RuntimeError(f"monitoring on {listen} stopped while starting")
-        await asyncio.sleep(0.01)
+    server, serving = await serve_http(app, listen.host, listen.port, "monitoring")
     log.info("monitoring listening metrics=%s", listen)
     return MonitoringService(server, serving)

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from spoolgate.mail.envelope import IncomingMessage
 from spoolgate.ops.metrics import Metrics
+from spoolgate.ops.serving import cancel_and_wait
 from spoolgate.store.queue import Outcome, Queue
 
 log = logging.getLogger("spoolgate.delivery")
@@ -36,12 +37,7 @@ class Recorder:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="delivery-record")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         await asyncio.to_thread(self._executor.shutdown)
 
     async def record(self, outcomes: Sequence[Outcome],

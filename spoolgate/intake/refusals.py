@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 
+from spoolgate.ops.serving import cancel_and_wait
 from spoolgate.store.rejections import Refusal, RefusalLog
 from spoolgate.store.store import StoreError
 
@@ -42,12 +43,7 @@ class RefusalRecorder:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="refusals")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         await self.flush()
 
     async def flush(self) -> None:

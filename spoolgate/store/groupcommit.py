@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from spoolgate.mail.envelope import IncomingMessage
 from spoolgate.ops.metrics import Metrics
+from spoolgate.ops.serving import cancel_and_wait
 from spoolgate.store.store import Store, StoreError
 
 log = logging.getLogger("spoolgate.store")
@@ -46,12 +47,7 @@ class GroupCommitter:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         for _, waiter in self._pending:
             if not waiter.done():
                 waiter.set_exception(StoreError("store shutting down"))

@@ -8,10 +8,9 @@ removed from the store every few minutes; a failure to do so is logged once and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import uvicorn
@@ -19,6 +18,7 @@ import uvicorn
 from spoolgate.config import Settings
 from spoolgate.intake.scanning import Scanning
 from spoolgate.ops.metrics import Metrics
+from spoolgate.ops.serving import serve_http
 from spoolgate.scan.bayes import BayesClassifier
 from spoolgate.store.accounts import Accounts
 from spoolgate.store.store import Store, StoreError
@@ -44,14 +44,6 @@ def webmail_settings(settings: Settings) -> WebmailSettings:
         imap={d.name: d.imap for d in settings.domains if d.imap is not None},
         imap_local_parts={d.name: d.recipients for d in settings.domains
                           if d.imap is not None})
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without signal handlers of its own: the gateway owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 @dataclass
@@ -84,20 +76,12 @@ async def start_webmail(settings: Settings, store: Store,
                      user_release={d.name: d.spam.user_release for d in settings.domains},
                      metrics=metrics)
     listen = settings.web.listen
-    config = uvicorn.Config(app, host=listen.host, port=listen.port, log_config=None,
-                            access_log=False, lifespan="off", server_header=False,
-                            proxy_headers=bool(settings.web.trusted_proxies),
-                            forwarded_allow_ips=list(settings.web.trusted_proxies) or None)
-    server = _EmbeddedServer(config)
-    loop = asyncio.get_running_loop()
-    serving = loop.create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            serving.result()  # raises why it could not start (e.g. the port is taken)
-            raise RuntimeError(f"webmail on {listen} stopped while starting")
-        await asyncio.sleep(0.01)
+    server, serving = await serve_http(
+        app, listen.host, listen.port, "webmail",
+        proxy_headers=bool(settings.web.trusted_proxies),
+        forwarded_allow_ips=list(settings.web.trusted_proxies) or None)
     log.info("webmail listening web=%s", listen)
-    upkeep = loop.create_task(_expire_sessions(Accounts(store), options))
+    upkeep = asyncio.get_running_loop().create_task(_expire_sessions(Accounts(store), options))
     return WebService(server, serving, upkeep)
 
 

@@ -126,7 +126,8 @@ def test_an_admin_holds_tracks_and_audits(console, page: Page) -> None:
 
     # The other verbs, from each message's page: deliver now, bounce, delete.
     for address, verb, done, state in (
-            ("carol@example.test", "Deliver now", "made due now", "deferred"),
+            # made due now: tried again at once (still failing), or waiting for the probe
+            ("carol@example.test", "Deliver now", "made due now", "deferred|delivering"),
             ("bob@example.test", "Bounce to sender", "bounced to the sender", "failed"),
             ("oliver@other.test", "Delete", "deleted", "deleted")):
         page.goto(f"{base}/admin/m/{ids[address]}")
@@ -134,7 +135,7 @@ def test_an_admin_holds_tracks_and_audits(console, page: Page) -> None:
             expect(page.locator("table.grid").first).to_contain_text("held")
         page.get_by_role("button", name=verb).click()
         expect(page.get_by_role("status")).to_have_text(f"1 recipient(s) {done}.")
-        expect(page.locator("table.grid").first).to_contain_text(state)
+        expect(page.locator("table.grid").first).to_contain_text(re.compile(state))
 
     page.get_by_role("link", name="Audit log").click()
     audit = page.locator("table.grid tbody")

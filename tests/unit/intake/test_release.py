@@ -22,7 +22,7 @@ from spoolgate.scan.clamav import ClamavScanner
 from spoolgate.scan.pipeline import ScanPipeline
 from spoolgate.scan.policy import ScanPolicy
 from spoolgate.store.queue import Queue
-from spoolgate.store.store import Store, open_store
+from spoolgate.store.store import Store
 from tests.clamd import EICAR, Clamd
 from tests.gateway_process import free_port
 from tests.integration.store.messages import incoming
@@ -34,13 +34,6 @@ VIRUS_SCAN = ("action=quarantine score=0 symbols=- viruses=Spoolgate.Test.EICAR.
 SPAMMY = b"From: x@partner.test\r\nSubject: offer\r\n\r\n" + GTUBE + b"\r\n"
 INFECTED = b"From: x@partner.test\r\nSubject: invoice\r\n\r\n" + EICAR + b"\r\n"
 CLEAN = b"From: x@partner.test\r\nSubject: lunch\r\n\r\nSee you at noon.\r\n"
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from spoolgate.store.audit import DETAIL_LIMIT, AuditLog
-from spoolgate.store.store import Store, open_store
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
+from spoolgate.store.store import Store
 
 
 def test_entries_come_back_newest_first_and_filtered(store: Store) -> None:

@@ -17,13 +17,6 @@ from spoolgate.store.store import Store, open_store
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
 def bayes(store: Store) -> Iterator[BayesStore]:
     opened = BayesStore(store.engine)
     yield opened

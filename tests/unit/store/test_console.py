@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from spoolgate.store import schema
 from spoolgate.store.console import Console, QueueFilter, TrackingQuery, scope_of
 from spoolgate.store.queue import Queue
-from spoolgate.store.store import Store, open_store
+from spoolgate.store.store import Store
 from tests.webmail_mail import deliver, text_message
 
 ALICE, OLIVER = "alice@example.test", "oliver@other.test"
 OTHER = frozenset({"other.test"})
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
 
 
 def _refusal(store: Store, at: float, recipient: str, reason: str, subject: str = "") -> None:

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from spoolgate.mail.envelope import IncomingMessage
 from spoolgate.mail.states import RecipientState as S
 from spoolgate.store.mailbox import Folder, IndexEntry, Mailbox
 from spoolgate.store.queue import Outcome, Queue
-from spoolgate.store.store import Store, open_store
+from spoolgate.store.store import Store
 from tests.integration.store.messages import incoming
 
 ALICE = "alice@example.test"
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

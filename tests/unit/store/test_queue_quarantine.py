@@ -3,21 +3,11 @@ events that move no row."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
-import pytest
-
 from spoolgate.store.queue import Queue
-from spoolgate.store.store import Store, open_store
+from spoolgate.store.store import Store
 from tests.integration.store.messages import incoming
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
 
 
 def _quarantined(store: Store, *recipients: str) -> str:

@@ -4,7 +4,6 @@ recorded once per change, and the alerts queued in the same transaction."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -17,13 +16,6 @@ from tests.integration.store.messages import incoming
 
 ROUTE = "smtp://10.0.0.5:25"
 DOMAINS = ("example.test",)
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -3,21 +3,12 @@ rules per scope, the digest's opt-in, its compare-and-set claim, its key and use
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from spoolgate.store.accounts import Accounts
 from spoolgate.store.digest import DigestStore
 from spoolgate.store.senders import SenderRules, normalise_sender
-from spoolgate.store.store import Store, open_store
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
+from spoolgate.store.store import Store
 
 
 def test_a_rule_is_stored_lower_case_and_adding_it_again_changes_its_action(
