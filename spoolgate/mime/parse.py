@@ -12,6 +12,7 @@ with the size of Content-* headers, so the input is cut before either gets out o
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 from dataclasses import dataclass, field
 from email import policy
@@ -140,8 +141,19 @@ def header_summary(data: bytes) -> tuple[str, str]:
     characters each. Never raises."""
     end = data.find(b"\r\n\r\n", 0, HEADER_SECTION_LIMIT)
     head = data[:end + 2] if end >= 0 else data[:HEADER_SECTION_LIMIT]
-    parsed = parse_message(head)
-    return parsed.subject[:SUMMARY_LIMIT], parsed.message_id.strip()[:SUMMARY_LIMIT]
+    walk = _Walk(Limits())
+    found: dict[str, str] = {}
+    try:
+        # Only the two headers are decoded: decoding every header (what a full parse
+        # does) cost about 1.5 ms per message, on the SMTP session's event loop.
+        for name, value in itertools.islice(_feed(head, walk).raw_items(), MAX_HEADERS):
+            key = name.lower()
+            if key in ("subject", "message-id") and key not in found:
+                found[key] = _decode_header(name, value, walk)
+    except Exception:  # a last guard, as in parse_message
+        return "", ""
+    return (found.get("subject", "")[:SUMMARY_LIMIT],
+            found.get("message-id", "").strip()[:SUMMARY_LIMIT])
 
 
 def _parse(data: bytes, walk: _Walk) -> ParsedMessage:
