@@ -78,11 +78,9 @@ class Authenticator:
         """The user if *password* is theirs and no throttle stands in the way. A user with
         a TOTP secret is not signed in yet: :meth:`verify_totp` must follow."""
         email = email.strip().lower()
-        rules = self._rules(email, client_ip)
-        now = self.clock()
-        wait = self._throttled_until(self.accounts.throttles(list(rules)), now)
-        if wait is not None:
-            return SignInResult(None, retry_at=wait[0], locked=wait[1])
+        rules, now, throttled = self._admit(email, client_ip)
+        if throttled is not None:
+            return throttled
         verdict = self._ask_imap(email, password)
         if verdict is ImapVerdict.ACCEPTED:
             user = self._keep_verifier(email, password, now)
@@ -100,11 +98,9 @@ class Authenticator:
         """The user if *code* is the TOTP code of now (give or take a step), not used
         before, and no throttle stands in the way; failures count as for passwords."""
         email = email.strip().lower()
-        rules = self._rules(email, client_ip)
-        now = self.clock()
-        wait = self._throttled_until(self.accounts.throttles(list(rules)), now)
-        if wait is not None:
-            return SignInResult(None, retry_at=wait[0], locked=wait[1])
+        rules, now, throttled = self._admit(email, client_ip)
+        if throttled is not None:
+            return throttled
         user = self.accounts.get_user(email)
         step = None
         if user is not None and user.totp_secret and not user.disabled:
@@ -113,6 +109,16 @@ class Authenticator:
             self.accounts.clear_failures([f"account:{email}"])
             return SignInResult(user)
         return self._failed(rules, email, client_ip, now, "TOTP code")
+
+    def _admit(self, email: str, client_ip: str
+               ) -> tuple[dict[str, ThrottleRule], float, SignInResult | None]:
+        """The throttle rules of this attempt, the time, and the refusal when a delay or a
+        lockout stands in the way (None: go ahead)."""
+        rules = self._rules(email, client_ip)
+        now = self.clock()
+        wait = self._throttled_until(self.accounts.throttles(list(rules)), now)
+        refusal = None if wait is None else SignInResult(None, retry_at=wait[0], locked=wait[1])
+        return rules, now, refusal
 
     def _failed(self, rules: dict[str, ThrottleRule], email: str, client_ip: str,
                 now: float, what: str) -> SignInResult:
