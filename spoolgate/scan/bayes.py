@@ -37,7 +37,7 @@ MAX_RECIPIENT_DOMAINS = 20  # To/Cc addresses whose domain is a token
 
 STRENGTH = 1.0  # Robinson's s: how much weight the prior x has against the evidence
 PRIOR = 0.5  # Robinson's x: the probability of a token never seen
-MIN_TOKEN_MESSAGES = 2  # a token seen in fewer learned messages says nothing yet
+MIN_TOKEN_MESSAGES = 1  # a token learned once already counts, pulled towards PRIOR (as SpamBayes)
 MIN_DEVIATION = 0.1  # |f(w) - 0.5| of a token worth counting (SpamBayes' minimum_prob_strength)
 MAX_CLUES = 150  # the most significant tokens combined (SpamBayes' max_discriminators)
 MIN_SPAM, MIN_HAM = 200, 200  # SpamAssassin's bayes_min_spam_num and bayes_min_ham_num

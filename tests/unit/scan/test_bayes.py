@@ -204,14 +204,15 @@ def test_fisher_combining_worked_by_hand() -> None:
     assert fisher_combine([0.9, 0.1]) == pytest.approx(0.5)
 
 
-def test_clues_ignore_rare_and_indifferent_tokens_and_keep_the_strongest() -> None:
-    # leaning: p = 0.6, f = (0.5 + 10 * 0.6) / 11 = 0.59, too close to 0.5 to count
+def test_clues_ignore_indifferent_tokens_and_pull_rare_ones_towards_the_prior() -> None:
+    # leaning: p = 0.6, f = (0.5 + 10 * 0.6) / 11 = 0.59, too close to 0.5 to count;
+    # once: p = 1.0 but seen once, f = (0.5 + 1 * 1.0) / 2 = 0.75, halfway to the prior
     counts = {"once": (1, 0), "even": (5, 5), "spammy": (9, 0), "hammy": (0, 4),
               "leaning": (6, 4)}
 
     found = {clue.token: clue.probability for clue in clues(counts, 10, 10)}
 
-    assert found == pytest.approx({"spammy": 9.5 / 10, "hammy": 0.5 / 5})
+    assert found == pytest.approx({"spammy": 9.5 / 10, "hammy": 0.5 / 5, "once": 0.75})
 
 
 def test_clues_are_the_most_significant_tokens() -> None:

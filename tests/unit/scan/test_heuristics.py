@@ -54,6 +54,49 @@ def test_each_header_rule_fires_on_its_trait(headers: bytes, rule: str) -> None:
     assert rule in names(headers + b"\r\nbody\r\n")
 
 
+def received(stamp: str) -> bytes:
+    return f"Received: from a.remote.test by mx.example.test; {stamp}\r\n".encode()
+
+
+def test_a_date_hours_ahead_of_the_newest_received_stamp_is_in_the_future() -> None:
+    on_time = received("Sun, 29 Nov 2026 06:01:00 +0000") + HEADERS
+    assert "DATE_IN_FUTURE" not in names(on_time + b"\r\nbody\r\n")
+    early = received("Sun, 29 Nov 2026 01:00:00 +0000") + HEADERS
+    assert "DATE_IN_FUTURE" in names(early + b"\r\nbody\r\n")
+    # Only the newest stamp counts: an older hop's clock is not the receiver's.
+    older_hop = (received("Sun, 29 Nov 2026 06:01:00 +0000")
+                 + received("Sat, 28 Nov 2026 01:00:00 +0000") + HEADERS)
+    assert "DATE_IN_FUTURE" not in names(older_hop + b"\r\nbody\r\n")
+
+
+def test_no_received_stamp_or_a_zoneless_one_is_no_evidence_of_a_future_date() -> None:
+    assert "DATE_IN_FUTURE" not in names(HEADERS + b"\r\nbody\r\n")
+    garbled = received("some time ago") + HEADERS
+    assert "DATE_IN_FUTURE" not in names(garbled + b"\r\nbody\r\n")
+    zoneless = received("Sun, 29 Nov 2026 01:00:00 -0000") + HEADERS
+    assert "DATE_IN_FUTURE" not in names(zoneless + b"\r\nbody\r\n")
+
+
+@pytest.mark.parametrize("to", [b"undisclosed-recipients:;", b"Undisclosed Recipients <>",
+                                b"friend:;"])
+def test_a_to_naming_no_address_is_undisclosed(to: bytes) -> None:
+    assert "TO_UNDISCLOSED" in names(HEADERS.replace(b"b@example.test", to) + b"\r\nx\r\n")
+
+
+def test_a_missing_to_is_not_undisclosed() -> None:
+    # Mailing lists and Bcc'd mail leave out To as often as spam does.
+    assert "TO_UNDISCLOSED" not in names(HEADERS.replace(b"To: b@example.test\r\n", b"")
+                                         + b"\r\nx\r\n")
+
+
+def test_images_with_next_to_no_text_and_images_among_words() -> None:
+    images = '<a href="https://shop.remote.test/"><img src="https://img.remote.test/a.gif"></a>'
+    assert "HTML_IMAGE_LITTLE_TEXT" in names(html_message(images + "<p>Click here</p>"))
+    words = " ".join(f"word{i}" for i in range(60))
+    assert "HTML_IMAGE_LITTLE_TEXT" not in names(html_message(images + f"<p>{words}</p>"))
+    assert "HTML_IMAGE_LITTLE_TEXT" not in names(html_message("<p>Click here</p>"))
+
+
 def test_a_display_name_with_the_senders_own_address_is_no_spoof() -> None:
     headers = HEADERS.replace(b"Alice <alice@remote.test>",
                               b'"ceo@example.test" <ceo@example.test>')
