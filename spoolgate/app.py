@@ -33,6 +33,7 @@ from spoolgate.delivery.scheduler import DeliveryService
 from spoolgate.ingress.server import SmtpService, start_smtp
 from spoolgate.intake.pipeline import Intake, IntakeSettings
 from spoolgate.intake.refusals import RefusalRecorder
+from spoolgate.intake.rescan import Rescanner
 from spoolgate.intake.scanning import Scanning
 from spoolgate.mail.envelope import Envelope
 from spoolgate.mail.verdict import Action
@@ -88,6 +89,7 @@ class Gateway:
     metrics: Metrics = field(default_factory=Metrics)
     monitoring: MonitoringService | None = None
     digest: asyncio.Task[None] | None = None
+    rescanner: asyncio.Task[None] | None = None
 
 
 async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
@@ -101,9 +103,11 @@ async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
     committer.start()
     refusals = RefusalRecorder(RefusalLog(store), settings.smtp.refusal_log_days)
     refusals.start()
+    scanning = build_scanning(settings, store)
     intake = Intake(IntakeSettings(hostname=settings.smtp.hostname, node=settings.node.name,
-                                   max_received_headers=settings.smtp.max_received_headers),
-                    committer, build_scanning(settings, store), refusals=refusals, metrics=metrics)
+                                   max_received_headers=settings.smtp.max_received_headers,
+                                   hold_unscanned=_holds_unscanned(settings)),
+                    committer, scanning, refusals=refusals, metrics=metrics)
     gateway = Gateway(settings, store, committer, refusals=refusals, metrics=metrics)
     # With several ingress processes, delivery gets the primary process to itself (as
     # Postfix keeps qmgr and smtp apart from smtpd), so the two never share one GIL.
@@ -118,6 +122,11 @@ async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
     if delivery is not None:
         await delivery.start()
         gateway.delivery = delivery
+        if scanning is not None and _holds_unscanned(settings):
+            rescanner = Rescanner(Queue(store, settings.node.name), scanning,
+                                  hold=settings.scan.rescan_hold_minutes * 60,
+                                  interval=settings.scan.rescan_interval)
+            gateway.rescanner = asyncio.get_running_loop().create_task(rescanner.run())
     if primary:
         gateway.digest = start_digest(settings, store,
                                       functools.partial(intake.accept, origin="gateway"))
@@ -134,6 +143,11 @@ async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
         gateway.monitoring = await start_monitoring(settings, metrics, store,
                                                     lambda: _smtp_not_ready(gateway))
     return gateway
+
+
+def _holds_unscanned(settings: Settings) -> bool:
+    """Whether mail a ``rescan_on_error`` scanner let through is held for a rescan."""
+    return bool(settings.scan.rescan_on_error) and settings.scan.rescan_hold_minutes > 0
 
 
 def digest_sender(settings: Settings, store: Store,
@@ -268,8 +282,9 @@ async def _maintain(store: Store) -> None:
 async def stop_gateway(gateway: Gateway) -> None:
     if gateway.monitoring is not None:
         await gateway.monitoring.stop()
-    if gateway.digest is not None:
-        gateway.digest.cancel()
+    for task in (gateway.digest, gateway.rescanner):
+        if task is not None:
+            task.cancel()
     if gateway.web is not None:
         await gateway.web.stop()
     if gateway.smtp is not None:

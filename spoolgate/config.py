@@ -223,6 +223,8 @@ class ScanSettings:
     blocked_extensions: tuple[str, ...] | None = None  # None: the built-in list
     max_archive_depth: int = 3         # archives nested deeper are unscannable
     rescan_on_error: tuple[str, ...] = ()  # scanners whose failure lets mail through
+    rescan_hold_minutes: float = 30.0  # such mail waits this long for a rescan (0: none)
+    rescan_interval: float = 30.0      # seconds between rescans of the mail waiting so
     quarantine_days: float = 30.0          # then quarantined mail is deleted
 
 
@@ -680,6 +682,8 @@ def _scan(table: _Table) -> ScanSettings:
         blocked_extensions=extensions,
         max_archive_depth=table.number("max_archive_depth", d.max_archive_depth, 1),
         rescan_on_error=_scanner_list(table, "rescan_on_error", d.rescan_on_error, SCANNERS),
+        rescan_hold_minutes=_seconds(table, "rescan_hold_minutes", d.rescan_hold_minutes, 0),
+        rescan_interval=_seconds(table, "rescan_interval", d.rescan_interval, 0.1),
         quarantine_days=_seconds(table, "quarantine_days", d.quarantine_days, 0))
     return scan
 

@@ -1,7 +1,8 @@
 """The intake pipeline: from the bytes of one SMTP transaction to a durable message.
 
 :meth:`Intake.accept` checks the hop count, scans the message (refusing it, or
-marking it for quarantine, as the domain's policy says), prepends the
+marking it for quarantine, as the domain's policy says; mail a scanner allowed to fail
+could not fully scan is held for :mod:`spoolgate.intake.rescan`), prepends the
 ``Received:`` header, our ``Authentication-Results`` (removing incoming ones that claim
 our authserv-id, RFC 8601 §5) and the spam headers and Subject tag of a tagged message,
 and commits the message through the group committer. It returns the queue ID only once
@@ -37,6 +38,7 @@ class IntakeSettings:
     hostname: str
     node: str
     max_received_headers: int
+    hold_unscanned: bool = False  # hold mail a failed scanner let through, for its rescan
 
 
 class Intake:
@@ -77,7 +79,7 @@ class Intake:
             raise SmtpError(TOO_MANY_HOPS.code, TOO_MANY_HOPS.enhanced, TOO_MANY_HOPS.text)
         started = time.perf_counter()
         events: list[tuple[str, str]] = []
-        quarantined = False
+        quarantined = held = False
         if self._scanning is not None and origin != "gateway":  # our own notices: not scanned
             try:
                 verdict = await self._scanning.judge(envelope, data, queue_id, self._metrics)
@@ -89,6 +91,7 @@ class Intake:
             if unscanned:  # let through by rescan_on_error: marked for a later rescan
                 events.append(("rescan-needed", "; ".join(unscanned)))
             quarantined = verdict.action == Action.QUARANTINE
+            held = bool(unscanned) and not quarantined and self._settings.hold_unscanned
             data = self._scan_headers(envelope, verdict, data)
         else:
             data = strip_forged_results(data, self._settings.hostname)
@@ -97,7 +100,7 @@ class Intake:
         subject, message_id = header_summary(data)
         message = IncomingMessage(
             queue_id=queue_id, envelope=envelope, data=stored, received_at=now,
-            node=self._settings.node, quarantined=quarantined, subject=subject,
+            node=self._settings.node, quarantined=quarantined, held=held, subject=subject,
             message_id=message_id, origin=origin,
             events=(("accepted", _accept_detail(envelope, len(stored))), *events))
         try:
@@ -109,7 +112,8 @@ class Intake:
                             STORAGE_FAILURE.text) from error
         self._metrics.messages_accepted.inc()
         log.info("%s: accepted %s delay=%.4f%s", queue_id, message.events[0][1],
-                 time.perf_counter() - started, " quarantined" if quarantined else "")
+                 time.perf_counter() - started,
+                 " quarantined" if quarantined else " held for rescan" if held else "")
         return queue_id
 
     def _refused_all(self, envelope: Envelope, reason: str, reply: str, data: bytes) -> None:

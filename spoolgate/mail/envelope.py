@@ -65,6 +65,7 @@ class IncomingMessage:
     node: str
     events: tuple[tuple[str, str], ...] = field(default=())  # (kind, detail) to log with it
     quarantined: bool = False  # the scan policy said quarantine: stored, not delivered
+    held: bool = False         # a scanner allowed to fail did: held for its rescan
     subject: str = ""          # as received (decoded, bounded), for message tracking
     message_id: str = ""
     origin: str = "smtp"       # or "webmail" (sent by a signed-in user), "gateway" (ours)

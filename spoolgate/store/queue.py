@@ -374,6 +374,27 @@ class Queue:
         return self._move((S.QUARANTINED.value,), S.QUEUED, "released", None, queue_id,
                           detail=detail, addresses=addresses)
 
+    def awaiting_rescan(self, limit: int = 100) -> list[tuple[str, float]]:
+        """(queue ID, received at) of held messages intake marked ``rescan-needed`` and no
+        rescan has settled yet, oldest first."""
+        r, e, m = schema.recipients, schema.events, schema.messages
+        marked = sa.exists().where(e.c.queue_id == r.c.queue_id, e.c.kind == "rescan-needed")
+        settled = sa.exists().where(e.c.queue_id == r.c.queue_id, e.c.kind == "rescanned")
+        with self.store.reading() as conn:
+            rows = conn.execute(
+                sa.select(r.c.queue_id, m.c.received_at).distinct()
+                .join(m, m.c.queue_id == r.c.queue_id)
+                .where(r.c.state == S.HELD.value, marked, ~settled)
+                .order_by(m.c.received_at, r.c.queue_id).limit(limit)).all()
+        return [(row.queue_id, row.received_at) for row in rows]
+
+    def settle_rescan(self, queue_id: str, to: S, detail: str) -> int:
+        """Move a message's held rows to the queue (due now) or to quarantine after its
+        rescan, one ``rescanned`` event each; 0 if someone else moved them first."""
+        if to not in (S.QUEUED, S.QUARANTINED):
+            raise ValueError(f"a rescan settles to queued or quarantined, not {to.value}")
+        return self._move((S.HELD.value,), to, "rescanned", None, queue_id, detail=detail)
+
     def note(self, queue_id: str, kind: str, detail: str, recipient: str | None = None,
              now: float | None = None) -> None:
         """Record an event about a message that moves no row (a user marked it as spam,

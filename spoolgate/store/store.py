@@ -278,6 +278,7 @@ def insert_incoming(conn: sa.Connection, batch: Sequence[IncomingMessage]) -> No
                 "orcpt": rcpt.orcpt,
                 "notify": ",".join(sorted(rcpt.notify)) if rcpt.notify else None,
                 "state": (RecipientState.QUARANTINED if msg.quarantined
+                          else RecipientState.HELD if msg.held
                           else RecipientState.QUEUED).value, "attempts": 0,
                 "next_attempt_at": msg.received_at, "last_reply": None,
                 "queued_at": msg.received_at,

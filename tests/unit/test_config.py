@@ -251,6 +251,8 @@ MISTAKES = {
                                "[[domains]][1].spam_quarantine", "thresholds must rise"),
     "virus action": (DOMAIN + 'virus = "tag"\n', "[[domains]][1].virus",
                      "unknown value 'tag' (expected reject or quarantine)"),
+    "negative rescan hold": ('[scan]\nrescan_hold_minutes = -1\n' + DOMAIN,
+                             "[scan].rescan_hold_minutes", "at least 0"),
     "bad nameserver": ('[dns]\nnameservers = ["127.0.0.1:99999"]\n' + DOMAIN,
                        "[dns].nameservers[1]", "bad port"),
 }
@@ -268,7 +270,8 @@ def test_scan_engines_lists_and_prefix_are_read(tmp_path: Path) -> None:
         '[scan]\nscanners = ["builtin", "rspamd", "spamassassin"]\n'
         'rspamd = "http://[::1]:11333/"\nspamassassin = "unix:/run/spamd.sock"\n'
         'authentication = false\nbayes = false\nblocked_extensions = [".EXE", "scr"]\n'
-        'max_archive_depth = 5\n' + DOMAIN
+        'max_archive_depth = 5\nrescan_on_error = ["rspamd"]\nrescan_hold_minutes = 0\n'
+        'rescan_interval = 5\n' + DOMAIN
         + 'allow_senders = ["Partner.test", "boss@remote.test"]\n'
           'block_senders = ["spam.test"]\nspam_subject_prefix = " [SPAM] "\n')))
     scan = settings.scan
@@ -276,6 +279,8 @@ def test_scan_engines_lists_and_prefix_are_read(tmp_path: Path) -> None:
     assert (scan.rspamd, scan.spamassassin) == ("http://[::1]:11333", "unix:/run/spamd.sock")
     assert (scan.authentication, scan.bayes, scan.max_archive_depth) == (False, False, 5)
     assert scan.blocked_extensions == (".exe", ".scr")
+    assert (scan.rescan_on_error, scan.rescan_hold_minutes, scan.rescan_interval) \
+        == (("rspamd",), 0.0, 5.0)
     spam = settings.domains[0].spam
     assert spam.allow_senders == {"partner.test", "boss@remote.test"}
     assert spam.block_senders == {"spam.test"} and spam.subject_prefix == "[SPAM]"

@@ -22,7 +22,9 @@ from spoolgate.mail.verdict import Findings
 from spoolgate.scan.base import ScanRequest
 from spoolgate.scan.clamav import ClamavScanner
 from tests.clamd import DETECTED_AS, EICAR, Clamd
-from tests.gateway_process import free_port
+from tests.downstream import SmtpSink
+from tests.gateway_process import GatewayProcess, free_port
+from tests.integration.delivery.gateway import show, start_delivering, states, wait_states
 
 pytestmark = pytest.mark.integration
 
@@ -224,3 +226,68 @@ def test_a_scanner_allowed_to_fail_lets_mail_through_marked_for_rescan(
     events = json.loads(gateway.cli("queue", "show", entry["queue_id"], "--json").stdout)
     marks = [e["detail"] for e in events["events"] if e["kind"] == "rescan-needed"]
     assert len(marks) == 1 and marks[0].startswith("clamav: ")
+
+
+def _rescanning_gateway(gateway_factory, sqlite_url: str, daemon: Clamd, sink: SmtpSink,
+                        **scan: object) -> GatewayProcess:
+    return start_delivering(gateway_factory, sqlite_url, {"example.test": sink.route},
+                            extra={"scan": {"scanners": ["builtin", "clamav"],
+                                            "clamav": f"tcp:127.0.0.1:{daemon.port}",
+                                            "rescan_on_error": ["clamav"], "budget": 5.0,
+                                            "rescan_interval": 0.2, **scan}})
+
+
+def _accepted(gateway: GatewayProcess, data: bytes) -> str:
+    with smtplib.SMTP("127.0.0.1", gateway.port, timeout=30) as smtp:
+        smtp.ehlo("client.test")
+        smtp.mail("a@remote.test")
+        smtp.rcpt("b@example.test")
+        code, reply = smtp.data(data)
+    assert code == 250, reply
+    return reply.decode().rsplit(" ", 1)[-1]
+
+
+def _rescanned(gateway: GatewayProcess, queue_id: str) -> list[str]:
+    return [e["detail"] for e in show(gateway, queue_id)["events"] if e["kind"] == "rescanned"]
+
+
+def test_mail_held_while_clamd_is_down_is_rescanned_once_it_is_back(
+        gateway_factory, sqlite_url, start_clamd, folder) -> None:
+    daemon = start_clamd()
+    with SmtpSink(free_port(), folder) as sink:
+        gateway = _rescanning_gateway(gateway_factory, sqlite_url, daemon, sink)
+        daemon.stop()
+        clean = _accepted(gateway, b"Subject: fine\r\n\r\nclean\r\n")
+        infected = _accepted(gateway, message_with(EICAR, "readme.txt").replace(b"\n", b"\r\n"))
+        # Nothing to await while clamd is down: the rescanner tries every 0.2 s, and both
+        # messages must still be held after several of its rounds.
+        time.sleep(1.5)
+        assert states(gateway) == {"held": 2}
+        assert sink.count() == 0
+
+        daemon.start()
+
+        wait_states(gateway, {"delivered": 1, "quarantined": 1})
+        assert sink.count() == 1
+        (delivered,) = _rescanned(gateway, clean)
+        assert delivered.startswith("delivered after a rescan: action=pass")
+        (quarantined,) = _rescanned(gateway, infected)
+        assert quarantined.startswith("quarantined after a rescan:")
+        assert DETECTED_AS in quarantined
+
+
+def test_mail_still_unscanned_when_its_hold_is_over_is_delivered_as_scanned_at_receipt(
+        gateway_factory, sqlite_url, start_clamd, folder) -> None:
+    daemon = start_clamd()
+    with SmtpSink(free_port(), folder) as sink:
+        gateway = _rescanning_gateway(gateway_factory, sqlite_url, daemon, sink,
+                                      rescan_hold_minutes=0.02)  # 1.2 s
+        daemon.stop()
+        queue_id = _accepted(gateway, b"Subject: fine\r\n\r\nclean\r\n")
+
+        wait_states(gateway, {"delivered": 1})
+
+        assert sink.count() == 1
+        (note,) = _rescanned(gateway, queue_id)
+        assert note.startswith("not fully rescanned within 0.02 min (clamav: ")
+        assert note.endswith("delivered as scanned at receipt")
