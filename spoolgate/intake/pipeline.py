@@ -12,6 +12,7 @@ reply the client must get (``452 4.3.1`` when the store cannot take it).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from spoolgate.mail.envelope import Envelope, IncomingMessage
 from spoolgate.mail.queueid import new_queue_id
 from spoolgate.mail.reply import STORAGE_FAILURE, TOO_MANY_HOPS, SmtpError
 from spoolgate.mail.verdict import Action, Verdict
-from spoolgate.mime.parse import header_summary
+from spoolgate.mime.parse import header_summary, parse_message, summary_of
 from spoolgate.ops.metrics import Metrics
 from spoolgate.store.groupcommit import GroupCommitter
 from spoolgate.store.rejections import Refusal
@@ -80,11 +81,15 @@ class Intake:
         started = time.perf_counter()
         events: list[tuple[str, str]] = []
         quarantined = held = False
+        summary: tuple[str, str] | None = None
         if self._scanning is not None and origin != "gateway":  # our own notices: not scanned
+            parsed = await asyncio.to_thread(parse_message, data)  # CPU: off the event loop
+            summary = summary_of(parsed)  # the Subject as received, before any tag
             try:
-                verdict = await self._scanning.judge(envelope, data, queue_id, self._metrics)
+                verdict = await self._scanning.judge(envelope, data, queue_id, self._metrics,
+                                                     parsed)
             except ScanRefusal as refusal:
-                self._refused_all(envelope, refusal.reason, str(refusal.reply), data)
+                self._refused_all(envelope, refusal.reason, str(refusal.reply), data, summary)
                 raise
             events.append(("scanned", describe(verdict)))
             unscanned = [f"{f.scanner}: {f.error}" for f in verdict.findings if f.error]
@@ -97,7 +102,7 @@ class Intake:
             data = strip_forged_results(data, self._settings.hostname)
         now = time.time()
         stored = received_header(envelope, queue_id, self._settings.hostname, esmtp, now) + data
-        subject, message_id = header_summary(data)
+        subject, message_id = summary or header_summary(data)
         message = IncomingMessage(
             queue_id=queue_id, envelope=envelope, data=stored, received_at=now,
             node=self._settings.node, quarantined=quarantined, held=held, subject=subject,
@@ -116,10 +121,11 @@ class Intake:
                  " quarantined" if quarantined else " held for rescan" if held else "")
         return queue_id
 
-    def _refused_all(self, envelope: Envelope, reason: str, reply: str, data: bytes) -> None:
+    def _refused_all(self, envelope: Envelope, reason: str, reply: str, data: bytes,
+                     summary: tuple[str, str] | None = None) -> None:
         if self._refusals is None:
             return
-        summary = header_summary(data)  # once for every recipient
+        summary = summary or header_summary(data)  # once for every recipient
         for recipient in envelope.recipients:
             self.refused(envelope, "data", reason, reply, recipient.address, summary=summary)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from spoolgate.mail.envelope import Envelope
 from spoolgate.mail.reply import SmtpError
 from spoolgate.mail.verdict import Action, Verdict
-from spoolgate.mime.parse import addresses, parse_message
+from spoolgate.mime.parse import ParsedMessage, addresses, parse_message
 from spoolgate.ops.metrics import Metrics
 from spoolgate.scan.base import ScanRequest
 from spoolgate.scan.pipeline import ScanPipeline
@@ -100,9 +100,12 @@ class Scanning:
         return strictest([_with_domain_rules(self._policies[d], rules, d)
                           for d in sorted(domains) if d in self._policies])
 
-    async def verdict(self, envelope: Envelope, data: bytes, queue_id: str) -> Verdict:
-        """The verdict for one message under the strictest policy of its domains."""
-        parsed = await asyncio.to_thread(parse_message, data)  # CPU: off the event loop
+    async def verdict(self, envelope: Envelope, data: bytes, queue_id: str,
+                      parsed: ParsedMessage | None = None) -> Verdict:
+        """The verdict for one message under the strictest policy of its domains;
+        *parsed* is the message's parse when the caller has it already."""
+        if parsed is None:
+            parsed = await asyncio.to_thread(parse_message, data)  # CPU: off the event loop
         findings = await self._pipeline.scan(ScanRequest(data, envelope, queue_id, parsed))
         senders = (envelope.sender, *(address for _, address in addresses(parsed.from_)[:1]))
         rules = await self._rules.current() if self._rules is not None else RuleSet()
@@ -110,13 +113,14 @@ class Scanning:
                       findings, senders)
 
     async def judge(self, envelope: Envelope, data: bytes, queue_id: str,
-                    metrics: Metrics | None = None) -> Verdict:
+                    metrics: Metrics | None = None,
+                    parsed: ParsedMessage | None = None) -> Verdict:
         """The verdict for one message; raises :class:`SmtpError` for reject and tempfail.
 
         *metrics* counts the verdict, the scan time and, for a refusal, its reason.
         """
         started = time.perf_counter()
-        verdict = await self.verdict(envelope, data, queue_id)
+        verdict = await self.verdict(envelope, data, queue_id, parsed)
         if metrics is not None:
             metrics.scanned(verdict.action.value, time.perf_counter() - started)
         if verdict.action in (Action.REJECT, Action.TEMPFAIL):

@@ -135,6 +135,12 @@ HEADER_SECTION_LIMIT = 64 * 1024  # bytes of header section :func:`header_summar
 SUMMARY_LIMIT = 500  # characters kept of a subject or Message-ID for tracking
 
 
+def summary_of(parsed: ParsedMessage) -> tuple[str, str]:
+    """(Subject, Message-ID) of a parsed message, cut as :func:`header_summary` cuts them:
+    for intake, which has the scan's parse already."""
+    return parsed.subject[:SUMMARY_LIMIT], parsed.message_id.strip()[:SUMMARY_LIMIT]
+
+
 def header_summary(data: bytes) -> tuple[str, str]:
     """(Subject, Message-ID) of a message, from its header section alone (the first
     64 KiB at most), decoded by the same parser as everything else and cut to 500
