@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from email import policy
 from email.feedparser import BytesFeedParser
 from email.header import decode_header, make_header
+from email.headerregistry import UnstructuredHeader
 from email.message import Message
 from email.utils import getaddresses
 from html.parser import HTMLParser
@@ -258,6 +259,10 @@ def _decode_header(name: str, value: str, walk: _Walk) -> str:
         value = value[:walk.limits.max_header_line]
     if len(value) <= STRUCTURED_HEADER_MAX and walk.structured_budget >= len(value):
         walk.structured_budget -= len(value)
+        if "=?" not in value and _PLAIN_TEXT.fullmatch(value) and _is_unstructured(name):
+            # What the header registry would return, without its parse: most of a
+            # message's headers (Received, X-*, DKIM-Signature) and the cost of parsing it.
+            return value.replace("\r", "").replace("\n", "")
         try:
             header = policy.default.header_fetch_parse(name, value)
             walk.defects.extend(_names(getattr(header, "defects", ())))
@@ -267,6 +272,17 @@ def _decode_header(name: str, value: str, walk: _Walk) -> str:
     elif "header-budget-exceeded" not in walk.defects:
         walk.defects.append("header-budget-exceeded")
     return _unstructured(value)
+
+
+_PLAIN_TEXT = re.compile(r"(?:[\t\x20-\x7e]|\r?\n(?=[ \t]))*")  # printable ASCII, folded
+_REGISTRY = policy.default.header_factory
+
+
+def _is_unstructured(name: str) -> bool:
+    """Whether *name* is free text to the header registry (not an address, a date, a
+    Message-ID or a MIME parameter list); encoded words are what it would decode."""
+    kind = _REGISTRY.registry.get(name.lower(), _REGISTRY.default_class)
+    return issubclass(kind, UnstructuredHeader)
 
 
 def _unstructured(value: str) -> str:
