@@ -33,6 +33,8 @@ ADDRESS_FIELD_MAX = 4096  # characters of an address field given to the address 
 _FEED_CHUNK = 64 * 1024
 _DELIMITER_LINE = re.compile(rb"(?m)^--")
 _CONTENT_HEADER = re.compile(rb"(?im)^content-[a-z0-9-]*[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_NESTING = re.compile(rb"(?i)multipart|message/")
 _BASE64_DEFECTS = frozenset({"InvalidBase64PaddingDefect", "InvalidBase64CharactersDefect",
                              "InvalidBase64LengthDefect"})
 _BLOCK_TAGS = frozenset({"p", "br", "div", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6",
@@ -234,6 +236,9 @@ class _TooDeepError(Exception):
 
 
 def _feed(data: bytes, walk: _Walk) -> Message:
+    single = _single_part(data)
+    if single is not None:
+        return single
     parser = _DepthLimitedParser(walk.limits.max_depth)
     try:
         for start in range(0, len(data), _FEED_CHUNK):
@@ -243,6 +248,24 @@ def _feed(data: bytes, walk: _Walk) -> Message:
         walk.stop("too-deep")
         stack = getattr(parser, "_msgstack", None) or [Message(policy=policy.default)]
         return stack[0]
+
+
+def _single_part(data: bytes) -> Message | None:
+    """The stdlib parser's result for a message that is not multipart or message/*,
+    without feeding it the body: it would read the body line by line (most of a big text
+    message's parse) only to join the lines back into the payload. None when the top
+    header section says or may say anything else, or ends in a way the parser would read
+    differently; the full parse then runs."""
+    match = _HEADER_END.search(data)
+    if match is None or _NESTING.search(data, 0, match.start()):
+        return None
+    parser = BytesFeedParser(policy=policy.default)
+    parser.feed(data[:match.end()])
+    msg = parser.close()
+    if msg.defects or msg.is_multipart() or msg.get_payload():
+        return None  # a line that ended the headers early, or any surprise
+    msg.set_payload(data[match.end():].decode("ascii", "surrogateescape"))
+    return msg
 
 
 def _decode_headers(msg: Message, walk: _Walk) -> tuple[tuple[str, str], ...]:

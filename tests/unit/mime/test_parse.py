@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from spoolgate.mime import parse
 from spoolgate.mime.parse import Limits, ParsedMessage, html_to_text, parse_message
 
 DEFAULT = Limits()
@@ -328,3 +330,32 @@ def test_addresses_survive_fields_that_make_the_stdlib_parser_recurse() -> None:
     hostile = "(" * 3000 + "a@x.test"
     assert isinstance(addresses(hostile), list)  # cut and parsed, or [] on failure
     assert addresses("", "") == []
+
+
+SINGLE_PART = [
+    b"From: a@remote.test\r\nSubject: hi\r\n\r\nline one\r\nline two\r\n",
+    b"From sender@remote.test Sun Nov 29 10:00:00 2026\nSubject: mbox\n\nbody\n",
+    b"Subject: bare CR and 8-bit\r\nContent-Type: text/plain; charset=latin-1\r\n\r\n"
+    b"caf\xe9\rend\r\n",
+    b"Subject: encoded\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n",
+    b"Subject: no body\r\n\r\n",
+]
+NOT_SINGLE_PART = [
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+    b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nx\r\n",
+    b"Subject: a line without a colon ends the headers\r\nnot a header\r\n\r\nbody\r\n",
+    b"Subject: no separator at all\r\n",
+]
+
+
+@pytest.mark.parametrize("data", SINGLE_PART)
+def test_a_single_part_message_parses_as_the_full_feed_would(data: bytes, monkeypatch) -> None:
+    fast = parse_message(data)
+    assert parse._single_part(data) is not None
+    monkeypatch.setattr(parse, "_single_part", lambda data: None)
+    assert parse_message(data) == fast
+
+
+@pytest.mark.parametrize("data", NOT_SINGLE_PART)
+def test_anything_else_takes_the_full_feed(data: bytes) -> None:
+    assert parse._single_part(data) is None
