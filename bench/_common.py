@@ -143,9 +143,9 @@ def _alternate_dirs(conf: Path) -> str:
 
 def write_spoolgate_config(folder: Path, port: int, route_port: int, workers: int,
                            store_url: str | None = None, delivery: bool = False,
-                           name: str = "spoolgate.toml") -> Path:
-    """Spoolgate's config for a benchmark: the built-in scanner on, but not SPF, DKIM and
-    DMARC. Those cost what the site's resolver costs, and a benchmark, like the tests,
+                           name: str = "spoolgate.toml", scan: bool = True) -> Path:
+    """Spoolgate's config for a benchmark: the built-in scanner on (unless not *scan*),
+    but not SPF, DKIM and DMARC. Those cost what the site's resolver costs, and a benchmark, like the tests,
     sends nothing off this machine (the system resolver here is not on it)."""
     config = folder / name
     config.write_text(f"""\
@@ -167,6 +167,7 @@ enabled = false
 enabled = false
 [scan]
 authentication = false
+{'' if scan else 'scanners = []'}
 [[domains]]
 name = "example.test"
 route = "smtp://127.0.0.1:{route_port}"
