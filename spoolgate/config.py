@@ -223,8 +223,8 @@ class ScanSettings:
     blocked_extensions: tuple[str, ...] | None = None  # None: the built-in list
     max_archive_depth: int = 3         # archives nested deeper are unscannable
     rescan_on_error: tuple[str, ...] = ()  # scanners whose failure lets mail through
-    rescan_hold_minutes: float = 30.0  # such mail waits this long for a rescan (0: none)
-    rescan_interval: float = 30.0      # seconds between rescans of the mail waiting so
+    rescan_hold_minutes: float = 30.0  # how long that mail is held for a rescan (0: no hold)
+    rescan_interval: float = 30.0      # seconds between rescans of the held mail
     quarantine_days: float = 30.0          # then quarantined mail is deleted
 
 
