@@ -11,8 +11,11 @@ after ``rescan_hold_minutes`` is delivered as scanned at receipt, as the adminis
 chose mail flow over the failing scanner; its event says so. Each outcome is one
 ``rescanned`` event per recipient.
 
-Several nodes may rescan the same message; only one moves its rows. A round that fails
-(the store, an unexpected error) is logged and the next round tries again.
+A round stops scanning at the first message that still cannot be fully scanned: the
+scanner is still down, and a hung one would cost the whole scan budget per message.
+Messages whose hold is over are then delivered without another try. Several nodes may
+rescan the same message; only one moves its rows. A round that fails (the store, an
+unexpected error) is logged and the next round tries again.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from spoolgate.mail.verdict import Action, Verdict
 from spoolgate.store.queue import Queue
 
 log = logging.getLogger("spoolgate.rescan")
-BATCH = 50  # held messages rescanned per round, oldest first
+BATCH = 200  # held messages looked at per round, oldest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,7 @@ class RescanOutcome:
     queue_id: str
     state: str | None
     detail: str
+    failing: str = ""  # the scanners that still failed, if any
 
 
 class Rescanner:
@@ -62,10 +66,22 @@ class Rescanner:
             await asyncio.sleep(self._interval)
 
     async def rescan_due(self, now: float | None = None) -> list[RescanOutcome]:
-        """Rescan every held message waiting for it (BATCH of them, oldest first)."""
-        waiting = await asyncio.to_thread(self._queue.awaiting_rescan, BATCH)
-        return [await self.rescan(queue_id, received_at, now)
-                for queue_id, received_at in waiting]
+        """Rescan the held messages waiting for it, oldest first, until one still cannot
+        be fully scanned; then deliver those whose hold is over without another try."""
+        now = time.time() if now is None else now
+        outcomes: list[RescanOutcome] = []
+        failing = ""
+        for queue_id, received_at in await asyncio.to_thread(self._queue.awaiting_rescan,
+                                                             BATCH):
+            if not failing:
+                outcome = await self.rescan(queue_id, received_at, now)
+                failing = outcome.failing
+            elif now >= received_at + self._hold:
+                outcome = await self._settle_as(queue_id, S.QUEUED, self._expired(failing))
+            else:
+                break  # the rest arrived later: their hold is not over either
+            outcomes.append(outcome)
+        return outcomes
 
     async def rescan(self, queue_id: str, received_at: float,
                      now: float | None = None) -> RescanOutcome:
@@ -80,23 +96,31 @@ class Rescanner:
         envelope = Envelope(detail.entry.sender, tuple(Recipient(r.address) for r in held),
                             ClientInfo(detail.client_ip, detail.helo, detail.tls))
         verdict = await self._scanning.verdict(envelope, data, queue_id)
-        settled = self._settle(verdict, received_at, time.time() if now is None else now)
+        failing = _failures(verdict)
+        settled = self._settle(verdict, failing, received_at,
+                               time.time() if now is None else now)
         if settled is None:
-            return RescanOutcome(queue_id, None, _failures(verdict))
-        to, note = settled
+            return RescanOutcome(queue_id, None, failing, failing)
+        outcome = await self._settle_as(queue_id, *settled)
+        return RescanOutcome(outcome.queue_id, outcome.state, outcome.detail, failing)
+
+    async def _settle_as(self, queue_id: str, to: S, note: str) -> RescanOutcome:
         moved = await asyncio.to_thread(self._queue.settle_rescan, queue_id, to, note)
         if not moved:
             return RescanOutcome(queue_id, None, "settled by another node")
         log.info("%s: rescanned: %s", queue_id, note)
         return RescanOutcome(queue_id, to.value, note)
 
-    def _settle(self, verdict: Verdict, received_at: float,
+    def _expired(self, failing: str) -> str:
+        return (f"not fully rescanned within {self._hold / 60:g} min ({failing}); "
+                "delivered as scanned at receipt")
+
+    def _settle(self, verdict: Verdict, failing: str, received_at: float,
                 now: float) -> tuple[S, str] | None:
-        if _failures(verdict):
+        if failing:
             if now < received_at + self._hold:
                 return None
-            return S.QUEUED, (f"not fully rescanned within {self._hold / 60:g} min "
-                              f"({_failures(verdict)}); delivered as scanned at receipt")
+            return S.QUEUED, self._expired(failing)
         if (verdict.action in (Action.QUARANTINE, Action.REJECT)
                 or any(f.viruses for f in verdict.findings)):
             return S.QUARANTINED, f"quarantined after a rescan: {describe(verdict)}"

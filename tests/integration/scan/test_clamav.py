@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.policy
 import io
 import json
@@ -17,14 +18,21 @@ from email.mime.text import MIMEText
 
 import pytest
 
+from spoolgate.intake.rescan import Rescanner
+from spoolgate.intake.scanning import Scanning
 from spoolgate.mail.envelope import ClientInfo, Envelope, Recipient
 from spoolgate.mail.verdict import Findings
 from spoolgate.scan.base import ScanRequest
 from spoolgate.scan.clamav import ClamavScanner
+from spoolgate.scan.pipeline import ScanPipeline
+from spoolgate.scan.policy import ScanPolicy
+from spoolgate.store.queue import Queue
+from spoolgate.store.store import open_store
 from tests.clamd import DETECTED_AS, EICAR, Clamd
 from tests.downstream import SmtpSink
 from tests.gateway_process import GatewayProcess, free_port
 from tests.integration.delivery.gateway import show, start_delivering, states, wait_states
+from tests.integration.store.messages import incoming
 
 pytestmark = pytest.mark.integration
 
@@ -283,11 +291,51 @@ def test_mail_still_unscanned_when_its_hold_is_over_is_delivered_as_scanned_at_r
         gateway = _rescanning_gateway(gateway_factory, sqlite_url, daemon, sink,
                                       rescan_hold_minutes=0.02)  # 1.2 s
         daemon.stop()
-        queue_id = _accepted(gateway, b"Subject: fine\r\n\r\nclean\r\n")
+        # Three: after the first still fails, a round delivers the others whose hold is
+        # over without scanning them again.
+        queue_ids = [_accepted(gateway, b"Subject: fine\r\n\r\nclean\r\n") for _ in range(3)]
 
-        wait_states(gateway, {"delivered": 1})
+        wait_states(gateway, {"delivered": 3})
 
-        assert sink.count() == 1
-        (note,) = _rescanned(gateway, queue_id)
-        assert note.startswith("not fully rescanned within 0.02 min (clamav: ")
-        assert note.endswith("delivered as scanned at receipt")
+        assert sink.count() == 3
+        for queue_id in queue_ids:
+            (note,) = _rescanned(gateway, queue_id)
+            assert note.startswith("not fully rescanned within 0.02 min (clamav: ")
+            assert note.endswith("delivered as scanned at receipt")
+
+
+def test_a_rescan_round_stops_at_the_first_message_a_hung_clamd_cannot_scan(
+        tmp_path) -> None:
+    # The hung clamd is the asyncio stand-in of the test above (no real clamd hangs on
+    # demand); the store is real. Three held messages, none past its hold: one scan
+    # waits out the budget, then the round stops instead of waiting once per message.
+    store = open_store(f"sqlite:///{tmp_path / 'spoolgate.db'}")
+    marked = (("accepted", "from=<a@remote.test>"), ("rescan-needed", "clamav: down"))
+    for _ in range(3):
+        store.commit_incoming([dataclasses.replace(
+            incoming(["b@example.test"], events=marked), held=True)])
+
+    async def run() -> tuple[float, list]:
+        async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while await reader.read(65536):
+                pass
+            writer.close()
+
+        port = free_port()
+        server = await asyncio.start_server(swallow, "127.0.0.1", port)
+        async with server:
+            scanning = Scanning(ScanPipeline([ClamavScanner(f"tcp:127.0.0.1:{port}")], 0.5),
+                                {"example.test": ScanPolicy(rescan_on_error=frozenset({"clamav"}))})
+            rescanner = Rescanner(Queue(store, "node-a"), scanning, hold=600, interval=1)
+            began = time.monotonic()
+            outcomes = await rescanner.rescan_due()
+            return time.monotonic() - began, outcomes
+
+    try:
+        elapsed, outcomes = asyncio.run(run())
+        assert len(outcomes) == 1 and outcomes[0].state is None
+        assert outcomes[0].failing == "clamav: no answer within 0.5s"
+        assert elapsed < 1.4  # one budget of 0.5 s, not three
+        assert len(Queue(store, "node-a").awaiting_rescan()) == 3  # all still held
+    finally:
+        store.close()
