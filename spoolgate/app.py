@@ -131,7 +131,6 @@ async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
         gateway.digest = start_digest(settings, store,
                                       functools.partial(intake.accept, origin="gateway"))
     if primary and settings.web.enabled:
-        scanning = build_scanning(settings, store)
         gateway.web = await start_webmail(settings, store,
                                           submit=functools.partial(intake.accept,
                                                                    origin="webmail"),

@@ -114,12 +114,8 @@ class Accounts:
 
     def set_password(self, email: str, password_hash: str, now: float) -> bool:
         """Replace the hash; every session of the user ends with it. False: no such user."""
-        u, s = schema.users, schema.web_sessions
-        with self.store.writing() as conn:
-            changed = conn.execute(u.update().where(u.c.email == email.lower()).values(
-                password_hash=password_hash, password_changed_at=now)).rowcount
-            conn.execute(s.delete().where(s.c.email == email.lower()))
-        return changed == 1
+        return self._update(email, end_sessions=True, password_hash=password_hash,
+                            password_changed_at=now)
 
     def rehash(self, email: str, old_hash: str, new_hash: str) -> None:
         """Store a stronger hash of the same password, unless it changed meanwhile."""
@@ -134,36 +130,30 @@ class Accounts:
         Takes effect on the user's next request. False: no such user."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
-        u = schema.users
-        with self.store.writing() as conn:
-            return conn.execute(u.update().where(u.c.email == email.lower()).values(
-                role=role, domains="\n".join(d.lower() for d in domains))).rowcount == 1
+        return self._update(email, role=role, domains="\n".join(d.lower() for d in domains))
 
     def set_disabled(self, email: str, disabled: bool) -> bool:
         """Disable (every session ends) or enable a user. False: no such user."""
-        u, s = schema.users, schema.web_sessions
-        with self.store.writing() as conn:
-            changed = conn.execute(u.update().where(u.c.email == email.lower())
-                                   .values(disabled=disabled)).rowcount
-            if disabled:
-                conn.execute(s.delete().where(s.c.email == email.lower()))
-        return changed == 1
+        return self._update(email, end_sessions=disabled, disabled=disabled)
 
     def set_digest(self, email: str, wanted: bool) -> bool:
         """Opt the user in to (or out of) the daily quarantine digest. False: no such user."""
-        u = schema.users
-        with self.store.writing() as conn:
-            return conn.execute(u.update().where(u.c.email == email.lower())
-                                .values(digest=wanted)).rowcount == 1
+        return self._update(email, digest=wanted)
 
     def set_totp(self, email: str, secret: str | None) -> bool:
         """Set (or with None remove) the TOTP secret; the step counter restarts and every
         session of the user ends. False: no such user."""
+        return self._update(email, end_sessions=True, totp_secret=secret, totp_last_step=None)
+
+    def _update(self, email: str, *, end_sessions: bool = False, **values: object) -> bool:
+        """Set *values* on the user's row, with *end_sessions* deleting every session of
+        the user in the same transaction. False: no such user."""
         u, s = schema.users, schema.web_sessions
         with self.store.writing() as conn:
-            changed = conn.execute(u.update().where(u.c.email == email.lower()).values(
-                totp_secret=secret, totp_last_step=None)).rowcount
-            conn.execute(s.delete().where(s.c.email == email.lower()))
+            changed = conn.execute(u.update().where(u.c.email == email.lower())
+                                   .values(**values)).rowcount
+            if end_sessions:
+                conn.execute(s.delete().where(s.c.email == email.lower()))
         return changed == 1
 
     def accept_totp_step(self, email: str, step: int) -> bool:
