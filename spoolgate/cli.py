@@ -350,7 +350,8 @@ def _scan_result(path: str, verdict, seconds: float) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Teach the built-in Bayes classifier from files, folders, Maildirs or mbox files."""
+    """Teach the built-in Bayes classifier and n-gram model from files, folders, Maildirs
+    or mbox files."""
     from spoolgate.scan.bayes import BayesClassifier
     from spoolgate.scan.training import train
     from spoolgate.store.bayes import BayesStore
@@ -367,12 +368,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         classifier = BayesClassifier(BayesStore(store.engine, store.write_lock))
         report = train(classifier, [Path(p) for p in args.spam], [Path(p) for p in args.ham])
-        spam, ham = classifier.store.totals()
+        spam, ham, modelled = classifier.store.all_totals()
     finally:
         store.close()
     print(f"learned {report.learned_spam} spam and {report.learned_ham} ham "
           f"({report.skipped} already known) in {report.seconds:.1f}s; "
-          f"the classifier now knows {spam} spam and {ham} ham")
+          f"the classifier now knows {spam} spam and {ham} ham, its n-gram model {modelled}")
     return 0
 
 

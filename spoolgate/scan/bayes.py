@@ -4,7 +4,8 @@ Owns the tokenizer and the arithmetic; the statistics live in the store
 (:mod:`spoolgate.store.bayes`), so every node shares them. Messages are read only through
 the one parse (:mod:`spoolgate.mime.parse`). The arithmetic is Gary Robinson's, as
 SpamBayes and SpamAssassin use it: each token's f(w) with Robinson's smoothing, the most
-significant tokens combined with Fisher's chi-square method into one probability.
+significant tokens combined with Fisher's chi-square method into one probability. The
+classifier also learns, and asks, the n-gram model of :mod:`spoolgate.scan.ngrams`.
 
 It gives no opinion (``None``) until enough of both kinds are learned, like
 SpamAssassin's ``bayes_min_spam_num`` / ``bayes_min_ham_num``. Nothing a message contains
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 from spoolgate.mail.verdict import Symbol
 from spoolgate.mime.parse import ParsedMessage, addresses, html_to_text, parse_message
+from spoolgate.scan import ngrams
 from spoolgate.store.bayes import BayesStore, LearnItem
 
 MIN_WORD, MAX_WORD = 3, 20
@@ -333,7 +335,9 @@ def _fingerprint(message_id: str, raw: bytes) -> str:
 
 
 class BayesClassifier:
-    """Classifies parsed messages with the token statistics of *store*, and learns into it."""
+    """Classifies parsed messages with the statistics of *store*, and learns into it: the
+    Bayes token counts, and the weights of the n-gram model (:mod:`spoolgate.scan.ngrams`),
+    which learns every message Bayes learns."""
 
     def __init__(self, store: BayesStore, min_spam: int = MIN_SPAM,
                  min_ham: int = MIN_HAM) -> None:
@@ -342,8 +346,25 @@ class BayesClassifier:
         self.min_ham = min_ham
 
     def classify(self, parsed: ParsedMessage) -> tuple[float | None, Symbol | None]:
-        """The spam probability and its symbol, or (None, None) while under-trained."""
+        """The Bayes spam probability and its symbol, or (None, None) while under-trained."""
         nspam, nham = self.store.totals()
+        return self._bayes(parsed, nspam, nham)
+
+    def symbols(self, parsed: ParsedMessage, raw: bytes) -> list[Symbol]:
+        """The BAYES_nn symbol, and the NGRAM_MODEL symbol once the n-gram model has learned
+        as many messages as Bayes needs (a store trained before the model existed has
+        Bayes counts only); none while under-trained."""
+        nspam, nham, modelled = self.store.all_totals()
+        _, symbol = self._bayes(parsed, nspam, nham)
+        if symbol is None:
+            return []
+        if modelled < self.min_spam + self.min_ham:
+            return [symbol]
+        found = ngrams.features(raw)
+        return [symbol, ngrams.ngram_symbol(self.store.weight_sum(found))]
+
+    def _bayes(self, parsed: ParsedMessage, nspam: int,
+               nham: int) -> tuple[float | None, Symbol | None]:
         if nspam < self.min_spam or nham < self.min_ham:
             return None, None
         found = clues(self.store.counts(tokenize(parsed)), nspam, nham)
@@ -352,18 +373,22 @@ class BayesClassifier:
 
     def learn(self, parsed: ParsedMessage, raw: bytes, spam: bool) -> bool:
         """Learn one message; False when it was already learned with this label."""
-        return self.store.learn(_fingerprint(parsed.message_id, raw), tokenize(parsed), spam)
+        return self.store.learn(_fingerprint(parsed.message_id, raw), tokenize(parsed), spam,
+                                ngrams.features(raw), step=ngrams.learn_step)
 
-    def learn_many(self, messages: Iterable[bytes], spam: bool) -> int:
-        """Learn raw messages in batches; return how many changed the statistics.
+    def learn_many(self, messages: Iterable[tuple[bytes, bool]]) -> tuple[int, int]:
+        """Learn (raw message, spam) pairs in batches, in their order (which the n-gram
+        model's learning depends on: interleave spam and ham); return how many spam and how
+        many ham changed the statistics.
 
         Input with no header at all (not a message) is passed over.
         """
-        return self.store.learn_many(_learn_items(messages, spam))
+        return self.store.learn_many(_learn_items(messages), step=ngrams.learn_step)
 
 
-def _learn_items(messages: Iterable[bytes], spam: bool) -> Iterator[LearnItem]:
-    for raw in messages:
+def _learn_items(messages: Iterable[tuple[bytes, bool]]) -> Iterator[LearnItem]:
+    for raw, spam in messages:
         parsed = parse_message(raw)
         if parsed.headers:
-            yield LearnItem(_fingerprint(parsed.message_id, raw), tokenize(parsed), spam)
+            yield LearnItem(_fingerprint(parsed.message_id, raw), tokenize(parsed), spam,
+                            ngrams.features(raw))

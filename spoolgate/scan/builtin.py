@@ -4,8 +4,8 @@ It reads the message through the one parse of :mod:`spoolgate.mime` and adds up:
 GTUBE (in the raw bytes or any decoded text part), the header and structure heuristics of
 :mod:`spoolgate.scan.heuristics`, the attachment rules of :mod:`spoolgate.scan.attachments`,
 SPF/DKIM/DMARC from :mod:`spoolgate.scan.authentication` (also returned as
-authentication results for the ``Authentication-Results`` header) and the Bayes
-classifier of :mod:`spoolgate.scan.bayes` once it has been trained.
+authentication results for the ``Authentication-Results`` header), and the Bayes
+classifier of :mod:`spoolgate.scan.bayes` with its n-gram model once they have been trained.
 
 The work is CPU (parsing, rules, tokens), blocking DNS and store reads, so it runs on a
 thread pool and never on the event loop. A parse that a limit cut short is reported as
@@ -66,9 +66,7 @@ class BuiltinScanner:
             authentication = self._authenticator.check(request.data, request.envelope, parsed)
             symbols.extend(auth_symbols(authentication))
         if self._bayes is not None:
-            _, symbol = self._bayes.classify(parsed)
-            if symbol is not None:
-                symbols.append(symbol)
+            symbols.extend(self._bayes.symbols(parsed, request.data))
         return Findings(self.name, score=round(sum(s.score for s in symbols), 3),
                         symbols=tuple(symbols), unscannable=unscannable,
                         authentication=authentication, seconds=time.monotonic() - started)

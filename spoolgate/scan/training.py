@@ -49,15 +49,57 @@ def strip_from_line(data: bytes) -> bytes:
     return data.partition(b"\n")[2] if data.startswith(b"From ") else data
 
 
+def count_messages(path: Path) -> int:
+    """How many messages :func:`iter_messages` finds under *path* (without reading them)."""
+    if path.is_dir():
+        if _is_maildir(path):
+            return len(mailbox.Maildir(path, factory=None, create=False).keys())
+        return sum(count_messages(entry) for entry in path.iterdir()
+                   if not entry.name.startswith("."))
+    if _is_mbox(path):
+        box = mailbox.mbox(path, factory=None, create=False)
+        try:
+            return len(box.keys())
+        finally:
+            box.close()
+    return 1
+
+
 def train(classifier: BayesClassifier, spam_paths: Iterable[Path],
           ham_paths: Iterable[Path]) -> TrainingReport:
-    """Learn every message under *spam_paths* as spam and under *ham_paths* as ham."""
+    """Learn every message under *spam_paths* as spam and under *ham_paths* as ham.
+
+    Spam and ham are learned interleaved, each kind's share even from start to end: the
+    n-gram model learns online, and all spam then all ham would leave it leaning to ham.
+    """
     started = time.monotonic()
+    spam_paths, ham_paths = list(spam_paths), list(ham_paths)
     seen = [0]
-    learned_spam = classifier.learn_many(_counted(spam_paths, seen), spam=True)
-    learned_ham = classifier.learn_many(_counted(ham_paths, seen), spam=False)
+    learned_spam, learned_ham = classifier.learn_many(interleave(
+        _counted(spam_paths, seen), sum(map(count_messages, spam_paths)),
+        _counted(ham_paths, seen), sum(map(count_messages, ham_paths))))
     return TrainingReport(learned_spam, learned_ham, seen[0] - learned_spam - learned_ham,
                           time.monotonic() - started)
+
+
+def interleave(spam: Iterable[bytes], spam_total: int, ham: Iterable[bytes],
+               ham_total: int) -> Iterator[tuple[bytes, bool]]:
+    """(message, spam) pairs from both streams, each one's share of what was taken so far
+    kept close to its share of the totals; the rest of one stream once the other ends."""
+    streams = {True: iter(spam), False: iter(ham)}
+    totals = {True: max(spam_total, 1), False: max(ham_total, 1)}
+    taken = {True: 0, False: 0}
+    while streams:
+        if len(streams) == 1:
+            label = next(iter(streams))
+        else:
+            label = (taken[True] + 1) / totals[True] <= (taken[False] + 1) / totals[False]
+        raw = next(streams[label], None)
+        if raw is None:
+            del streams[label]
+            continue
+        taken[label] += 1
+        yield raw, label
 
 
 def _counted(paths: Iterable[Path], seen: list[int]) -> Iterator[bytes]:

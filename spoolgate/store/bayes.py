@@ -1,10 +1,18 @@
-"""The Bayes classifier's statistics: token counts, message totals, learned messages.
+"""The built-in classifiers' statistics: Bayes token counts, n-gram weights, totals,
+learned messages.
 
-Owns the ``bayes_tokens``, ``bayes_totals`` and ``bayes_learned`` tables, so every node
-sharing a store classifies with the same statistics. A message is known by its
+Owns the ``bayes_tokens``, ``bayes_totals``, ``bayes_learned`` and ``ngram_weights``
+tables, so every node sharing a store classifies with the same statistics. A message is known by its
 fingerprint: learning it again with the same label changes nothing, learning it with
 the other label moves its counts (like ``sa-learn`` and Rspamd), which webmail's "spam"
 and "not spam" buttons need. Counts never go below zero.
+
+The n-gram model (:mod:`spoolgate.scan.ngrams`) learns by gradient steps, which the
+caller passes as a function: a batch reads the weights of its messages' features, takes
+the steps in order in memory, and adds the changes to the stored weights (an addition,
+so two nodes learning at once both count). Its steps cannot be undone exactly, so a
+message moved to the other label takes a step towards it. A message learned before the
+model existed is learned into it when it is learned again with the same label.
 
 Each call learns in one transaction (``learn_many``: one per batch), so a crash keeps a
 whole batch or none of it. On PostgreSQL several nodes may learn at once: a message is
@@ -17,8 +25,9 @@ surface as :class:`~spoolgate.store.store.StoreError`.
 from __future__ import annotations
 
 import itertools
+import json
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -32,15 +41,21 @@ BATCH_SIZE = 500
 """Messages per transaction in :meth:`BayesStore.learn_many`."""
 _IN_CHUNK = 900  # values per IN list, under every SQLite build's variable limit
 _ROW_CHUNK = 5_000  # rows per executemany
+NGRAMS = "ngrams"  # the bayes_totals row counting the messages the n-gram model learned
+
+NgramStep = Callable[[MutableMapping[int, float], Collection[int], bool], None]
+"""One learning step of the n-gram model: (weights, a message's features, spam), in place."""
 
 
 @dataclass(frozen=True, slots=True)
 class LearnItem:
-    """One message to learn: its fingerprint, its distinct tokens and its label."""
+    """One message to learn: its fingerprint, its distinct tokens and its label, and its
+    n-gram features (none: Bayes only)."""
 
     fingerprint: str
     tokens: Collection[str]
     spam: bool
+    features: Collection[int] = ()
 
 
 @dataclass(slots=True)
@@ -74,17 +89,26 @@ class BayesStore:
         if self._own_lock:
             self._lock.close()
 
-    def learn(self, fingerprint: str, tokens: Collection[str], spam: bool) -> bool:
+    def learn(self, fingerprint: str, tokens: Collection[str], spam: bool,
+              features: Collection[int] = (), step: NgramStep | None = None) -> bool:
         """Learn one message; False when it was already learned with this label."""
-        return self.learn_many([LearnItem(fingerprint, tokens, spam)]) == 1
+        return sum(self.learn_many([LearnItem(fingerprint, tokens, spam, features)],
+                                   step=step)) == 1
 
-    def learn_many(self, items: Iterable[LearnItem], batch_size: int = BATCH_SIZE) -> int:
-        """Learn *items*, committing every *batch_size*; return how many changed anything."""
-        changed = 0
+    def learn_many(self, items: Iterable[LearnItem], batch_size: int = BATCH_SIZE,
+                   step: NgramStep | None = None) -> tuple[int, int]:
+        """Learn *items*, committing every *batch_size*; return how many spam and how many
+        ham changed anything.
+
+        With *step*, the n-gram model learns them too, in their order.
+        """
+        spam = ham = 0
         for batch in _batched(items, batch_size):
             with self._store.writing() as conn:
-                changed += _learn_batch(conn, batch)
-        return changed
+                changed = _learn_batch(conn, batch, step)
+            spam += sum(item.spam for item in changed)
+            ham += sum(not item.spam for item in changed)
+        return spam, ham
 
     def counts(self, tokens: Iterable[str]) -> dict[str, tuple[int, int]]:
         """(spam, ham) message counts of each of *tokens* ever learned; unknown ones are absent."""
@@ -98,12 +122,31 @@ class BayesStore:
                     found[token] = (spam, ham)
         return found
 
+    def weights(self, features: Collection[int]) -> dict[int, float]:
+        """The n-gram model's weight of each of *features*; never-learned ones are absent."""
+        with self._store.reading() as conn:
+            return _read_weights(conn, features)
+
+    def weight_sum(self, features: Collection[int]) -> float:
+        """The sum of the n-gram model's weights of *features* (the message's log-odds),
+        added up by the database: a message has about 1,500 features."""
+        t = schema.ngram_weights
+        with self._store.reading() as conn:
+            where, values = _feature_filter(conn, features)
+            query = sa.select(sa.func.coalesce(sa.func.sum(t.c.weight), 0.0)).where(where)
+            return float(conn.execute(query, {"features": values}).scalar_one())
+
     def totals(self) -> tuple[int, int]:
         """How many spam and ham messages are learned."""
+        spam, ham, _ = self.all_totals()
+        return spam, ham
+
+    def all_totals(self) -> tuple[int, int, int]:
+        """How many spam and ham messages are learned, and how many the n-gram model learned."""
         t = schema.bayes_totals
         with self._store.reading() as conn:
             rows = dict(conn.execute(sa.select(t.c.label, t.c.messages)).all())
-        return int(rows.get("spam", 0)), int(rows.get("ham", 0))
+        return int(rows.get("spam", 0)), int(rows.get("ham", 0)), int(rows.get(NGRAMS, 0))
 
     def label(self, fingerprint: str) -> bool | None:
         """True if the message was learned as spam, False as ham, None if never."""
@@ -118,12 +161,14 @@ def _batched(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-def _learn_batch(conn: sa.Connection, batch: Sequence[LearnItem]) -> int:
+def _learn_batch(conn: sa.Connection, batch: Sequence[LearnItem],
+                 step: NgramStep | None) -> list[LearnItem]:
+    """Learn one batch; return the items that changed anything."""
     latest = {item.fingerprint: item for item in batch}  # a message's last label wins
     now = time.time()
-    new = _claim_new(conn, list(latest.values()), now)
+    new = _claim_new(conn, list(latest.values()), now, ngrams=step is not None)
     known = _lock_known(conn, sorted(set(latest) - new))
-    moved = [latest[fp] for fp, was_spam in known.items() if was_spam != latest[fp].spam]
+    moved = [latest[fp] for fp, (was_spam, _) in known.items() if was_spam != latest[fp].spam]
     _relabel(conn, moved, now)
     delta = _Delta()
     for fp in new:
@@ -133,7 +178,14 @@ def _learn_batch(conn: sa.Connection, batch: Sequence[LearnItem]) -> int:
         delta.add(item.tokens, not item.spam, -1)
     _apply_tokens(conn, delta.tokens)
     _apply_totals(conn, delta.totals)
-    return len(new) + len(moved)
+    changed = new | {item.fingerprint for item in moved}
+    if step is not None:
+        unmodelled = {fp for fp, (_, ngrams) in known.items() if not ngrams}
+        _mark_modelled(conn, sorted(unmodelled))
+        changed |= unmodelled
+        _learn_ngrams(conn, [item for fp, item in latest.items() if fp in changed], step)
+        _apply_total(conn, NGRAMS, len(new) + len(unmodelled))
+    return [item for fp, item in latest.items() if fp in changed]
 
 
 def _one_of(conn: sa.Connection, column: sa.Column, name: str) -> sa.ColumnElement[bool]:
@@ -148,26 +200,74 @@ def _insert(conn: sa.Connection, table: sa.Table):
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
-def _claim_new(conn: sa.Connection, items: list[LearnItem], now: float) -> set[str]:
+def _claim_new(conn: sa.Connection, items: list[LearnItem], now: float,
+               ngrams: bool) -> set[str]:
     """Insert the fingerprints not learned yet; return those (the messages now ours to count)."""
     t = schema.bayes_learned
     statement = (_insert(conn, t).on_conflict_do_nothing(index_elements=[t.c.fingerprint])
                  .returning(t.c.fingerprint))
-    rows = [{"fingerprint": item.fingerprint, "spam": item.spam, "learned_at": now}
+    rows = [{"fingerprint": item.fingerprint, "spam": item.spam, "learned_at": now,
+             "ngrams": ngrams}
             for item in sorted(items, key=lambda item: item.fingerprint)]
     return set(conn.execute(statement, rows).scalars()) if rows else set()
 
 
-def _lock_known(conn: sa.Connection, fingerprints: list[str]) -> dict[str, bool]:
-    """The stored label of each learned fingerprint, locked until commit on PostgreSQL."""
+def _lock_known(conn: sa.Connection, fingerprints: list[str]) -> dict[str, tuple[bool, bool]]:
+    """(stored label, learned by the n-gram model) of each learned fingerprint, locked
+    until commit on PostgreSQL."""
     t = schema.bayes_learned
-    query = (sa.select(t.c.fingerprint, t.c.spam)
+    query = (sa.select(t.c.fingerprint, t.c.spam, t.c.ngrams)
              .where(_one_of(conn, t.c.fingerprint, "fps"))
              .order_by(t.c.fingerprint).with_for_update())
-    known: dict[str, bool] = {}
+    known: dict[str, tuple[bool, bool]] = {}
     for chunk in _batched(fingerprints, _IN_CHUNK):
-        known.update((fp, spam) for fp, spam in conn.execute(query, {"fps": chunk}))
+        known.update((fp, (spam, ngrams)) for fp, spam, ngrams
+                     in conn.execute(query, {"fps": chunk}))
     return known
+
+
+def _mark_modelled(conn: sa.Connection, fingerprints: list[str]) -> None:
+    if fingerprints:
+        t = schema.bayes_learned
+        conn.execute(t.update().where(t.c.fingerprint == sa.bindparam("fp")).values(ngrams=True),
+                     [{"fp": fp} for fp in fingerprints])
+
+
+def _feature_filter(conn: sa.Connection,
+                    features: Collection[int]) -> tuple[sa.ColumnElement[bool], object]:
+    """(the feature is one of *features*, the value to bind as ``features``), in one
+    parameter: an array on PostgreSQL, a JSON array read by ``json_each`` on SQLite
+    (a third of the time of 900-value IN lists)."""
+    column = schema.ngram_weights.c.feature
+    if conn.dialect.name == "postgresql":
+        return _one_of(conn, column, "features"), list(features)
+    values = sa.func.json_each(sa.bindparam("features", type_=sa.Text)).table_valued("value")
+    return column.in_(sa.select(values.c.value)), json.dumps(list(features))
+
+
+def _read_weights(conn: sa.Connection, features: Collection[int]) -> dict[int, float]:
+    t = schema.ngram_weights
+    where, values = _feature_filter(conn, features)
+    query = sa.select(t.c.feature, t.c.weight).where(where)
+    return {feature: weight for feature, weight in conn.execute(query, {"features": values})}
+
+
+def _learn_ngrams(conn: sa.Connection, items: list[LearnItem], step: NgramStep) -> None:
+    """Take *step* for each of *items* in order; add the weights' changes to the store."""
+    if not items:
+        return
+    weights = _read_weights(conn, sorted(set().union(*(item.features for item in items))))
+    before = dict(weights)
+    for item in items:
+        step(weights, item.features, item.spam)
+    t = schema.ngram_weights
+    insert = _insert(conn, t)
+    statement = insert.on_conflict_do_update(
+        index_elements=[t.c.feature], set_={"weight": t.c.weight + insert.excluded.weight})
+    rows = [{"feature": feature, "weight": weights[feature] - before.get(feature, 0.0)}
+            for feature in sorted(weights)]
+    for chunk in _batched(rows, _ROW_CHUNK):
+        conn.execute(statement, chunk)
 
 
 def _relabel(conn: sa.Connection, moved: list[LearnItem], now: float) -> None:
@@ -219,12 +319,16 @@ def _minus(column: sa.ColumnElement, amount: sa.ColumnElement) -> sa.ColumnEleme
 
 
 def _apply_totals(conn: sa.Connection, totals: list[int]) -> None:
-    t = schema.bayes_totals
     for label, step in zip(("spam", "ham"), totals, strict=True):
-        if step > 0:
-            insert = _insert(conn, t).values(label=label, messages=step)
-            conn.execute(insert.on_conflict_do_update(
-                index_elements=[t.c.label], set_={"messages": t.c.messages + step}))
-        elif step < 0:
-            conn.execute(t.update().where(t.c.label == label)
-                         .values(messages=_minus(t.c.messages, sa.literal(-step))))
+        _apply_total(conn, label, step)
+
+
+def _apply_total(conn: sa.Connection, label: str, step: int) -> None:
+    t = schema.bayes_totals
+    if step > 0:
+        insert = _insert(conn, t).values(label=label, messages=step)
+        conn.execute(insert.on_conflict_do_update(
+            index_elements=[t.c.label], set_={"messages": t.c.messages + step}))
+    elif step < 0:
+        conn.execute(t.update().where(t.c.label == label)
+                     .values(messages=_minus(t.c.messages, sa.literal(-step))))

@@ -138,6 +138,11 @@ def _v10(conn: sa.Connection) -> None:
     _create_indexes(conn, schema.messages)
 
 
+def _v11(conn: sa.Connection) -> None:
+    _add_missing_columns(conn, schema.bayes_learned, ("ngrams",))
+    schema.ngram_weights.create(conn, checkfirst=True)
+
+
 # (version, what it does, how). Append only; never edit a released step.
 MIGRATIONS: tuple[tuple[int, str, Callable[[sa.Connection], None]], ...] = (
     (1, "messages, recipients and events", _v1),
@@ -153,6 +158,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[sa.Connection], None]], ...] = (
     (9, "sender allow/block rules, the quarantine digest: users' opt-in and last digest, "
         "used digest links", _v9),
     (10, "where a message came from (SMTP, a user's webmail, the gateway itself)", _v10),
+    (11, "the built-in scanner's n-gram model: its weights, which messages it learned", _v11),
 )
 LATEST = MIGRATIONS[-1][0]
 _ADVISORY_KEY = 0x5B001_6A7E  # "spoolgate" schema lock on PostgreSQL

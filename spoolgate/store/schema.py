@@ -149,6 +149,16 @@ bayes_learned = sa.Table(
     sa.Column("fingerprint", sa.String(64), primary_key=True),
     sa.Column("spam", sa.Boolean, nullable=False),
     sa.Column("learned_at", sa.Float, nullable=False),
+    # learned into the n-gram model too (stores from before it have Bayes counts only)
+    sa.Column("ngrams", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    sqlite_with_rowid=False,
+)
+
+# The n-gram model's weights (spoolgate.scan.ngrams), keyed by the 4-gram's bytes as an int.
+ngram_weights = sa.Table(
+    "ngram_weights", metadata,
+    sa.Column("feature", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("weight", sa.Float, nullable=False),
     sqlite_with_rowid=False,
 )
 

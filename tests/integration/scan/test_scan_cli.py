@@ -83,10 +83,12 @@ def test_train_teaches_the_classifier_that_scan_then_uses(gateway_factory, folde
 
     assert learned.returncode == 0, learned.stderr
     assert "learned 200 spam and 200 ham" in learned.stdout
+    assert "now knows 200 spam and 200 ham, its n-gram model 400" in learned.stdout
     assert "learned 0 spam" in again.stdout and "200 already known" in again.stdout
-    assert not any(name.startswith("BAYES") for name in before["symbols"])
+    assert not any(name.startswith(("BAYES", "NGRAM")) for name in before["symbols"])
     bayes = {name: score for name, score in after["symbols"].items() if name.startswith("BAYES")}
     assert list(bayes) in (["BAYES_99"], ["BAYES_999"]) and after["score"] > before["score"]
+    assert after["symbols"]["NGRAM_MODEL"] > 0
 
 
 def test_train_names_a_missing_path(gateway_factory, folder) -> None:

@@ -11,6 +11,7 @@ from email.message import EmailMessage
 import pytest
 
 from spoolgate.mime.parse import parse_message
+from spoolgate.scan import ngrams
 from spoolgate.scan.bayes import (
     BAYES_BANDS,
     BAYES_MAX_SCORE,
@@ -343,5 +344,31 @@ def test_learn_many_passes_over_input_that_is_not_a_message(
     raws = [message("one", message_id="<1@x>"), b"", message("two", message_id="<2@x>"),
             message("one", message_id="<1@x>")]
 
-    assert classifier.learn_many(raws, spam=True) == 2
+    assert classifier.learn_many((raw, True) for raw in raws) == (2, 0)
     assert classifier.store.totals() == (2, 0)
+
+
+def test_symbols_add_the_ngram_model_once_it_has_learned_enough(
+        classifier: BayesClassifier) -> None:
+    probe = message("cheap pills here", subject="Pills", message_id="<p@x>")
+    assert classifier.symbols(parse_message(probe), probe) == []  # nothing learned yet
+    for n in (1, 2):  # Bayes counts only, as a store trained before the model
+        raw = message("cheap pills", message_id=f"<old{n}@x>")
+        classifier.store.learn(f"old{n}", tokenize(parse_message(raw)), True)
+        classifier.store.learn(f"oldh{n}", {"minutes"}, False)
+    [only] = classifier.symbols(parse_message(probe), probe)
+    assert only.name.startswith("BAYES_")
+
+    for n in range(4):
+        learn(classifier, message("cheap pills now", subject="Pills", message_id=f"<s{n}@x>"),
+              spam=True)
+        learn(classifier, message("minutes of the meeting", message_id=f"<h{n}@x>"),
+              spam=False)
+
+    bayes, model = classifier.symbols(parse_message(probe), probe)
+    assert bayes.name.startswith("BAYES_") and model.name == ngrams.SYMBOL
+    found = ngrams.features(probe)
+    odds = ngrams.log_odds(classifier.store.weights(found), found)
+    assert model.score == pytest.approx(ngrams.SCALE * odds, abs=1e-3)
+    ham = message("minutes of the meeting", message_id="<q@x>")
+    assert classifier.symbols(parse_message(ham), ham)[1].score < 0 < model.score

@@ -13,8 +13,15 @@ from pathlib import Path
 import pytest
 
 from spoolgate.mime.parse import parse_message
+from spoolgate.scan import ngrams
 from spoolgate.scan.bayes import BayesClassifier
-from spoolgate.scan.training import iter_messages, strip_from_line, train
+from spoolgate.scan.training import (
+    count_messages,
+    interleave,
+    iter_messages,
+    strip_from_line,
+    train,
+)
 from spoolgate.store.bayes import BayesStore
 from spoolgate.store.store import open_store
 
@@ -88,6 +95,41 @@ def test_an_mbox_yields_each_message(tmp_path: Path) -> None:
     assert all(not raw.startswith(b"From ") for _, raw in found)
 
 
+def test_count_messages_counts_what_iter_messages_yields(tmp_path: Path) -> None:
+    (tmp_path / "folder" / "sub").mkdir(parents=True)
+    for name in ("a.eml", "sub/b.eml", ".hidden"):
+        (tmp_path / "folder" / name).write_bytes(message(1))
+    box = mailbox.Maildir(tmp_path / "folder" / "Junk", create=True)
+    box.add(mailbox.MaildirMessage(message(2)))
+    box.close()
+    mbox = mailbox.mbox(tmp_path / "folder" / "old.mbox", create=True)
+    for n in range(3):
+        mbox.add(mailbox.mboxMessage(message(n)))
+    mbox.close()
+
+    assert count_messages(tmp_path / "folder") == 6
+    assert count_messages(tmp_path / "folder") == len(list(iter_messages(tmp_path / "folder")))
+
+
+def test_interleave_keeps_each_kind_s_share_even_from_start_to_end() -> None:
+    spam = [b"s%d" % n for n in range(3)]
+    ham = [b"h%d" % n for n in range(9)]
+
+    merged = list(interleave(spam, 3, ham, 9))
+
+    assert [raw for raw, _ in merged if _] == spam and [raw for raw, s in merged if not s] == ham
+    labels = [s for _, s in merged]
+    for end in range(1, len(labels) + 1):  # every prefix holds a quarter spam, give or take one
+        assert abs(sum(labels[:end]) - end / 4) <= 1, labels
+
+
+def test_interleave_yields_everything_when_the_counts_were_wrong() -> None:
+    merged = list(interleave(iter([b"s"] * 5), 1, iter([b"h"] * 2), 10))
+
+    assert sorted(merged) == [(b"h", False)] * 2 + [(b"s", True)] * 5
+    assert list(interleave([], 0, [b"h"], 0)) == [(b"h", False)]
+
+
 @pytest.fixture
 def classifier(sqlite_url: str) -> Iterator[BayesClassifier]:
     store = open_store(sqlite_url)
@@ -144,6 +186,16 @@ def test_trained_on_half_the_corpus_it_judges_the_other_half(
     f1 = 2 * true_pos / (2 * true_pos + false_pos + false_neg)
     assert f1 > 0.8, (true_pos, false_pos, false_neg)
     assert false_pos / hams < 0.02, (false_pos, hams)
+    # the n-gram model on its own, learned in the same run (interleaved), judges as well
+    ngram_verdicts = [(spam, _log_odds(classifier, path) > 0) for path, spam in held_out]
+    true_pos = sum(spam and said for spam, said in ngram_verdicts)
+    wrong = sum(spam != said for spam, said in ngram_verdicts)
+    assert 2 * true_pos / (2 * true_pos + wrong) > 0.8, (true_pos, wrong)
+
+
+def _log_odds(classifier: BayesClassifier, path: Path) -> float:
+    found = ngrams.features(strip_from_line(path.read_bytes()))
+    return classifier.store.weight_sum(found)
 
 
 def _probability(classifier: BayesClassifier, path: Path) -> float:

@@ -1,5 +1,5 @@
 """spoolgate/store/bayes.py on SQLite and PostgreSQL: counts, totals, relearning, batches,
-concurrent learners, and the upgrade of a version 2 store."""
+concurrent learners, the n-gram model's weights, and the upgrade of version 2 and 10 stores."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
+from spoolgate.scan import ngrams
 from spoolgate.store import schema
 from spoolgate.store.bayes import BayesStore, LearnItem
 from spoolgate.store.engine import create_engine
@@ -87,7 +88,7 @@ def test_learn_many_commits_batches_and_the_last_label_of_a_message_wins(
         LearnItem("a", {"alpha", "bravo"}, True),  # a later batch: already known
     ]
 
-    assert bayes.learn_many(items, batch_size=2) == 4
+    assert bayes.learn_many(items, batch_size=2) == (1, 3)  # (spam, ham) that changed
 
     assert bayes.totals() == (1, 3)
     assert bayes.counts(["alpha", "bravo", "charlie"]) == {
@@ -151,6 +152,115 @@ def test_a_version_2_store_is_upgraded_with_its_data_kept(store_url: str) -> Non
             version = conn.execute(sa.select(schema.schema_meta.c.value)).scalar()
             routes = conn.execute(sa.select(schema.routes.c.name)).scalars().all()
         assert (version, routes) == (str(LATEST), ["outbound"])
+        bayes.close()
+    finally:
+        store.close()
+
+
+# -- the n-gram model's weights -------------------------------------------------------
+
+
+def test_learning_with_a_step_stores_the_weights_the_steps_make_in_order(
+        bayes: BayesStore) -> None:
+    items = [LearnItem("s1", {"pills"}, True, {1, 2, 3}),
+             LearnItem("h1", {"minutes"}, False, {3, 4}),
+             LearnItem("s2", {"pills"}, True, {2, 5}),
+             LearnItem("h2", {"lunch"}, False, {4, 6})]
+    expected: dict[int, float] = {}
+    for item in items:
+        ngrams.learn_step(expected, item.features, item.spam)
+
+    assert bayes.learn_many(items, batch_size=3, step=ngrams.learn_step) == (2, 2)
+
+    assert bayes.weights([1, 2, 3, 4, 5, 6, 7]) == pytest.approx(expected)
+    assert bayes.weight_sum([2, 4, 7]) == pytest.approx(expected[2] + expected[4])
+    assert bayes.weight_sum([7, 8]) == 0.0
+    assert bayes.all_totals() == (2, 2, 4)
+
+
+def test_weights_of_features_over_the_whole_unsigned_32_bit_range(bayes: BayesStore) -> None:
+    features = [0, 1, 2**31, 2**32 - 1, *range(1_000, 3_000)]  # more than one IN list's worth
+    bayes.learn("m1", {"t"}, spam=True, features=features, step=ngrams.learn_step)
+
+    assert bayes.weights(features) == pytest.approx({f: ngrams.RATE / 2 for f in features})
+    assert bayes.weight_sum(features) == pytest.approx(len(features) * ngrams.RATE / 2)
+
+
+def test_a_message_learned_before_the_model_is_learned_into_it_once(bayes: BayesStore) -> None:
+    assert bayes.learn("old", {"invoice"}, spam=True)  # Bayes only, as before the model
+    assert bayes.all_totals() == (1, 0, 0)
+
+    assert bayes.learn("old", {"invoice"}, spam=True, features={7}, step=ngrams.learn_step)
+    assert not bayes.learn("old", {"invoice"}, spam=True, features={7}, step=ngrams.learn_step)
+
+    assert bayes.all_totals() == (1, 0, 1)
+    assert bayes.counts(["invoice"]) == {"invoice": (1, 0)}  # Bayes counted it once
+    assert bayes.weights([7]) == pytest.approx({7: ngrams.RATE / 2})
+
+
+def test_moving_a_message_steps_towards_its_new_label(bayes: BayesStore) -> None:
+    bayes.learn("m1", {"t"}, spam=True, features={7}, step=ngrams.learn_step)
+    weights = bayes.weights([7])
+
+    assert bayes.learn("m1", {"t"}, spam=False, features={7}, step=ngrams.learn_step)
+
+    ngrams.learn_step(weights, {7}, spam=False)
+    assert bayes.weights([7]) == pytest.approx(weights)
+    assert bayes.weights([7])[7] < ngrams.RATE / 2
+    assert bayes.all_totals() == (0, 1, 1)  # still one message in the model
+
+
+def test_learners_on_different_messages_both_count(store: Store) -> None:
+    """Two nodes learning at once add their changes: neither overwrites the other's."""
+    learners = [BayesStore(store.engine) for _ in range(2)]
+    start = threading.Barrier(2)
+
+    def learn(learner: BayesStore, name: str) -> None:
+        start.wait(10)
+        learner.learn(name, {name}, spam=True, features={7}, step=ngrams.learn_step)
+
+    threads = [threading.Thread(target=learn, args=(learner, f"m{n}"))
+               for n, learner in enumerate(learners)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for learner in learners:
+        learner.close()
+
+    weight = BayesStore(store.engine).weights([7])[7]
+    one_after_the_other: dict[int, float] = {}
+    for _ in range(2):
+        ngrams.learn_step(one_after_the_other, {7}, spam=True)
+    # read before the other's commit: RATE / 2 each; read after it: the sequential weight
+    assert weight in (pytest.approx(ngrams.RATE), pytest.approx(one_after_the_other[7]))
+
+
+def test_a_version_10_store_keeps_its_learned_messages_out_of_the_new_model(
+        store_url: str) -> None:
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as conn:  # what Spoolgate with schema version 10 left behind
+            schema.schema_meta.create(conn)
+            conn.execute(schema.schema_meta.insert(), {"key": "version", "value": "10"})
+            for version, _, step in MIGRATIONS:
+                if version <= 10:
+                    step(conn)
+            # step 3 creates bayes_learned as it is today: take off what version 10 lacked
+            conn.exec_driver_sql("ALTER TABLE bayes_learned DROP COLUMN ngrams")
+            conn.execute(sa.insert(sa.table("bayes_learned", sa.column("fingerprint"),
+                                            sa.column("spam"), sa.column("learned_at"))),
+                         {"fingerprint": "old", "spam": True, "learned_at": 1.0})
+    finally:
+        engine.dispose()
+
+    store = open_store(store_url)
+    try:
+        bayes = BayesStore(store.engine)
+        assert bayes.all_totals() == (0, 0, 0)
+        assert bayes.learn("old", {"t"}, spam=True, features={7}, step=ngrams.learn_step)
+        assert bayes.all_totals() == (0, 0, 1)
+        assert bayes.weights([7]) == pytest.approx({7: ngrams.RATE / 2})
         bayes.close()
     finally:
         store.close()
