@@ -2,10 +2,10 @@
 learned messages.
 
 Owns the ``bayes_tokens``, ``bayes_totals``, ``bayes_learned`` and ``ngram_weights``
-tables, so every node sharing a store classifies with the same statistics. A message is known by its
-fingerprint: learning it again with the same label changes nothing, learning it with
-the other label moves its counts (like ``sa-learn`` and Rspamd), which webmail's "spam"
-and "not spam" buttons need. Counts never go below zero.
+tables, so every node sharing a store classifies with the same statistics. A message is
+known by its fingerprint: learning it again with the same label changes nothing,
+learning it with the other label moves its counts (like ``sa-learn`` and Rspamd), which
+webmail's "spam" and "not spam" buttons need. Counts never go below zero.
 
 The n-gram model (:mod:`spoolgate.scan.ngrams`) learns by gradient steps, which the
 caller passes as a function: a batch reads the weights of its messages' features, takes

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.integration
 SPOOLGATE_TABLES = {"schema_meta", "messages", "recipients", "events", "routes",
                     "bayes_tokens", "bayes_totals", "bayes_learned", "users", "web_sessions",
                     "login_throttle", "mailbox_flags", "message_index", "audit_log",
-                    "route_events", "rejections", "sender_rules", "digest_tokens"}
+                    "route_events", "rejections", "sender_rules", "digest_tokens",
+                    "ngram_weights"}
 # SQLite's search index: the FTS5 table and its shadow tables.
 FTS5_TABLES = {"message_search", "message_search_data", "message_search_idx",
                "message_search_docsize", "message_search_config"}
