@@ -25,6 +25,7 @@ from spoolgate.mail.verdict import Symbol
 
 SIZE = 4  # bytes per n-gram
 MAX_BYTES = 3_000  # bytes of the message's start read (as in Sculley and Wachman)
+WINDOW = 16_384  # bytes looked at to find them, whatever the gateway's own headers take
 RATE = 0.01  # the learning rate of a gradient step
 SCALE = 2.0  # symbol points per unit of log-odds
 MAX_SCORE = 5.0  # the symbol's score is within +-MAX_SCORE: one opinion of several
@@ -36,8 +37,7 @@ _SKIPPED = (b"received:", b"authentication-results:", b"x-spam-")
 def features(raw: bytes) -> frozenset[int]:
     """The distinct lower-cased 4-grams of *raw*'s first MAX_BYTES bytes, each as an int,
     after dropping the header fields a gateway adds and normalising line endings."""
-    data = _without_added_headers(raw.replace(b"\r\n", b"\n")[:MAX_BYTES * 2])
-    data = data[:MAX_BYTES].lower()
+    data = _without_added_headers(raw[:WINDOW].replace(b"\r\n", b"\n"))[:MAX_BYTES].lower()
     return frozenset(int.from_bytes(data[i:i + SIZE], "big")
                      for i in range(len(data) - SIZE + 1))
 

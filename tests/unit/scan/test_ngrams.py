@@ -51,6 +51,9 @@ def test_only_the_first_max_bytes_count() -> None:
 
 
 def test_a_message_with_no_header_block_or_a_few_bytes_is_no_error() -> None:
+    long_line = b"X-Long: " + b"ab" * 5_000_000  # 10 MB: only the start is read
+    assert ngrams.features(long_line) == ngrams.features(long_line[:MAX_BYTES])
+    assert len(ngrams.features(long_line)) == 10  # x-lo -lon long ong: ng:_ g:_a :_ab _aba abab baba
     assert ngrams.features(b"") == frozenset()
     assert ngrams.features(b"abc") == frozenset()
     assert ngrams.features(b"Received: only a header") == frozenset()
