@@ -128,15 +128,20 @@ def test_learners_racing_on_one_message_count_it_once(store: Store) -> None:
     assert BayesStore(store.engine).counts(["race", "token"]) == {"race": (1, 0), "token": (1, 0)}
 
 
+def _schema_at(conn: sa.Connection, version: int) -> None:
+    """What Spoolgate with schema *version* left behind (as its steps make tables today)."""
+    schema.schema_meta.create(conn)
+    conn.execute(schema.schema_meta.insert(), {"key": "version", "value": str(version)})
+    for number, _, step in MIGRATIONS:
+        if number <= version:
+            step(conn)
+
+
 def test_a_version_2_store_is_upgraded_with_its_data_kept(store_url: str) -> None:
     engine = create_engine(store_url)
     try:
-        with engine.begin() as conn:  # what Spoolgate with schema version 2 left behind
-            schema.schema_meta.create(conn)
-            conn.execute(schema.schema_meta.insert(), {"key": "version", "value": "2"})
-            for version, _, step in MIGRATIONS:
-                if version <= 2:
-                    step(conn)
+        with engine.begin() as conn:
+            _schema_at(conn, 2)
             conn.execute(schema.routes.insert(), {"name": "outbound", "state": "up",
                                                   "since": 1.0, "updated_at": 1.0})
         assert not sa.inspect(engine).has_table("bayes_tokens")
@@ -240,12 +245,8 @@ def test_a_version_10_store_keeps_its_learned_messages_out_of_the_new_model(
         store_url: str) -> None:
     engine = create_engine(store_url)
     try:
-        with engine.begin() as conn:  # what Spoolgate with schema version 10 left behind
-            schema.schema_meta.create(conn)
-            conn.execute(schema.schema_meta.insert(), {"key": "version", "value": "10"})
-            for version, _, step in MIGRATIONS:
-                if version <= 10:
-                    step(conn)
+        with engine.begin() as conn:
+            _schema_at(conn, 10)
             # step 3 creates bayes_learned as it is today: take off what version 10 lacked
             conn.exec_driver_sql("ALTER TABLE bayes_learned DROP COLUMN ngrams")
             conn.execute(sa.insert(sa.table("bayes_learned", sa.column("fingerprint"),
