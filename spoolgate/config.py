@@ -219,7 +219,7 @@ class ScanSettings:
     rspamd: str = "http://127.0.0.1:11333"   # Rspamd's normal worker
     spamassassin: str = "tcp:127.0.0.1:783"  # spamd address: tcp:HOST:PORT or unix:PATH
     authentication: bool = True        # SPF, DKIM, DMARC in the built-in scanner
-    bayes: bool = True                 # the built-in Bayes classifier (once trained)
+    bayes: bool = True                 # the built-in Bayes classifier and n-gram model (once trained)
     blocked_extensions: tuple[str, ...] | None = None  # None: the built-in list
     max_archive_depth: int = 3         # archives nested deeper are unscannable
     rescan_on_error: tuple[str, ...] = ()  # scanners whose failure lets mail through
