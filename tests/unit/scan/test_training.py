@@ -117,8 +117,9 @@ def test_interleave_keeps_each_kind_s_share_even_from_start_to_end() -> None:
 
     merged = list(interleave(spam, 3, ham, 9))
 
-    assert [raw for raw, _ in merged if _] == spam and [raw for raw, s in merged if not s] == ham
-    labels = [s for _, s in merged]
+    labels = [is_spam for _, is_spam in merged]
+    assert [raw for raw, is_spam in merged if is_spam] == spam
+    assert [raw for raw, is_spam in merged if not is_spam] == ham
     for end in range(1, len(labels) + 1):  # every prefix holds a quarter spam, give or take one
         assert abs(sum(labels[:end]) - end / 4) <= 1, labels
 
