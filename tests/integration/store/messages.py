@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from spoolgate.mail.envelope import ClientInfo, Envelope, IncomingMessage, Recipient
 from spoolgate.mail.queueid import new_queue_id
+
+if TYPE_CHECKING:
+    from spoolgate.store.store import Store
 
 
 def incoming(recipients: Iterable[str | Recipient] = ("user@example.test",), *,
@@ -22,3 +26,8 @@ def incoming(recipients: Iterable[str | Recipient] = ("user@example.test",), *,
                         **envelope_fields)
     return IncomingMessage(queue_id or new_queue_id(received_at), envelope, data,
                            received_at, node, events)
+
+
+def recipient_states(store: Store, queue_id: str) -> dict[str, str]:
+    """The state of each recipient row of a stored message, by address."""
+    return {r.address: r.state for r in store.show(queue_id).entry.recipients}

@@ -7,17 +7,13 @@ from dataclasses import replace
 
 from spoolgate.store.queue import Queue
 from spoolgate.store.store import Store
-from tests.integration.store.messages import incoming
+from tests.integration.store.messages import incoming, recipient_states
 
 
 def _quarantined(store: Store, *recipients: str) -> str:
     msg = replace(incoming(recipients), quarantined=True)
     store.commit_incoming([msg])
     return msg.queue_id
-
-
-def _states(store: Store, queue_id: str) -> dict[str, str]:
-    return {r.address: r.state for r in store.show(queue_id).entry.recipients}
 
 
 def test_release_of_some_recipients_leaves_the_others_in_quarantine(store: Store) -> None:
@@ -27,7 +23,7 @@ def test_release_of_some_recipients_leaves_the_others_in_quarantine(store: Store
     assert queue.release_quarantine(queue_id, "released by alice@example.test",
                                     addresses=["alice@EXAMPLE.test"]) == 1
 
-    assert _states(store, queue_id) == {"Alice@example.test": "queued",
+    assert recipient_states(store, queue_id) == {"Alice@example.test": "queued",
                                         "bob@example.test": "quarantined",
                                         "carol@example.test": "quarantined"}
     released = [e for e in store.show(queue_id).events if e.kind == "released"]
@@ -42,7 +38,7 @@ def test_release_of_every_recipient_writes_an_event_per_row(store: Store) -> Non
 
     assert queue.release_quarantine(queue_id, "released by operator") == 2
 
-    assert set(_states(store, queue_id).values()) == {"queued"}
+    assert set(recipient_states(store, queue_id).values()) == {"queued"}
     assert sorted(e.recipient for e in store.show(queue_id).events if e.kind == "released") \
         == ["alice@example.test", "bob@example.test"]
 
@@ -54,7 +50,7 @@ def test_release_for_an_address_not_quarantined_moves_nothing(store: Store) -> N
     assert queue.release_quarantine(queue_id, "x", addresses=["mallory@example.test"]) == 0
     assert queue.release_quarantine(queue_id, "x", addresses=[]) == 0
 
-    assert _states(store, queue_id) == {"alice@example.test": "quarantined"}
+    assert recipient_states(store, queue_id) == {"alice@example.test": "quarantined"}
     assert not [e for e in store.show(queue_id).events if e.kind == "released"]
 
 
@@ -69,4 +65,4 @@ def test_a_note_is_an_event_and_moves_no_row(store: Store) -> None:
     assert (event.kind, event.recipient, event.detail, event.node, event.at) == (
         "marked-spam", "alice@example.test", "marked as spam by alice@example.test", "web-1",
         1234.5)
-    assert _states(store, queue_id) == {"alice@example.test": "quarantined"}
+    assert recipient_states(store, queue_id) == {"alice@example.test": "quarantined"}

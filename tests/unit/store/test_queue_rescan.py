@@ -11,7 +11,7 @@ import pytest
 from spoolgate.mail.states import RecipientState as S
 from spoolgate.store.queue import Queue
 from spoolgate.store.store import Store
-from tests.integration.store.messages import incoming
+from tests.integration.store.messages import incoming, recipient_states
 
 MARKED = (("accepted", "from=<alice@src.test>"), ("rescan-needed", "clamav: refused"))
 
@@ -21,10 +21,6 @@ def _held(store: Store, *recipients: str, received_at: float,
     msg = replace(incoming(recipients, received_at=received_at, events=events), held=True)
     store.commit_incoming([msg])
     return msg.queue_id
-
-
-def _states(store: Store, queue_id: str) -> dict[str, str]:
-    return {r.address: r.state for r in store.show(queue_id).entry.recipients}
 
 
 def test_held_marked_mail_awaits_its_rescan_oldest_first(store: Store) -> None:
@@ -37,7 +33,7 @@ def test_held_marked_mail_awaits_its_rescan_oldest_first(store: Store) -> None:
 
     assert queue.awaiting_rescan() == [(older, pytest.approx(now - 60)),
                                        (newer, pytest.approx(now))]
-    assert _states(store, newer) == {"alice@example.test": "held", "bob@example.test": "held"}
+    assert recipient_states(store, newer) == {"alice@example.test": "held", "bob@example.test": "held"}
 
 
 def test_a_settled_rescan_moves_every_held_row_once_with_an_event_each(store: Store) -> None:
@@ -47,7 +43,7 @@ def test_a_settled_rescan_moves_every_held_row_once_with_an_event_each(store: St
     assert queue.settle_rescan(queue_id, S.QUARANTINED, "quarantined after a rescan: x") == 2
     assert queue.settle_rescan(queue_id, S.QUEUED, "another node, later") == 0
 
-    assert set(_states(store, queue_id).values()) == {"quarantined"}
+    assert set(recipient_states(store, queue_id).values()) == {"quarantined"}
     settled = [e for e in store.show(queue_id).events if e.kind == "rescanned"]
     assert sorted((e.recipient, e.detail) for e in settled) == [
         ("alice@example.test", "quarantined after a rescan: x"),
@@ -62,7 +58,7 @@ def test_a_rescan_settled_to_the_queue_makes_the_rows_due_now(store: Store) -> N
 
     assert queue.settle_rescan(queue_id, S.QUEUED, "delivered after a rescan") == 1
 
-    assert _states(store, queue_id) == {"alice@example.test": "queued"}
+    assert recipient_states(store, queue_id) == {"alice@example.test": "queued"}
     assert [row.address for row in queue.claim_due(time.time(), 10, lease=60)] \
         == ["alice@example.test"]
 
@@ -73,4 +69,4 @@ def test_a_rescan_never_settles_to_another_state(store: Store) -> None:
 
     with pytest.raises(ValueError, match="queued or quarantined"):
         queue.settle_rescan(queue_id, S.DELIVERED, "x")
-    assert _states(store, queue_id) == {"alice@example.test": "held"}
+    assert recipient_states(store, queue_id) == {"alice@example.test": "held"}

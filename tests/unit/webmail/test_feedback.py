@@ -22,6 +22,7 @@ from spoolgate.store.store import Store
 from spoolgate.webmail.app import WebmailSettings, create_app
 from tests.clamd import EICAR, Clamd
 from tests.gateway_process import free_port
+from tests.integration.store.messages import recipient_states
 from tests.unit.webmail.conftest import HASHER, Clock, csrf_of, sign_in
 from tests.webmail_mail import deliver, text_message
 
@@ -86,10 +87,6 @@ def _post(client: TestClient, path: str) -> object:
     return client.post(path, data={"csrf": csrf_of(client.get("/inbox").text)})
 
 
-def _states(store: Store, queue_id: str) -> dict[str, str]:
-    return {r.address: r.state for r in store.show(queue_id).entry.recipients}
-
-
 def _kinds(store: Store, queue_id: str) -> list[str]:
     return [e.kind for e in store.show(queue_id).events]
 
@@ -109,7 +106,7 @@ def test_spam_learns_and_moves_a_waiting_message_to_trash_undelivered(
     assert page.status_code == 303 and page.headers["location"] == "/inbox?notice=spam"
     assert _counts(classifier) == {t: (1, 0) for t in SUBJECT_TOKENS}
     assert classifier.store.totals() == (1, 0)
-    assert _states(store, queue_id) == {ALICE: "deleted"}  # never delivered
+    assert recipient_states(store, queue_id) == {ALICE: "deleted"}  # never delivered
     assert queue_id in client.get("/trash").text
     assert "Marked as spam and moved to Trash" in client.get(page.headers["location"]).text
     event = next(e for e in store.show(queue_id).events if e.kind == "marked-spam")
@@ -127,7 +124,7 @@ def test_not_spam_in_the_inbox_learns_ham_and_leaves_it(app: App, store: Store,
     assert page.headers["location"] == f"/m/{queue_id}?notice=ham"
     assert "Marked as not spam." in client.get(page.headers["location"]).text
     assert _counts(classifier) == {t: (0, 1) for t in SUBJECT_TOKENS}
-    assert _states(store, queue_id) == {ALICE: "queued"}
+    assert recipient_states(store, queue_id) == {ALICE: "queued"}
     assert _kinds(store, queue_id)[-1] == "marked-ham"
 
 
@@ -143,7 +140,7 @@ def test_release_rescans_and_releases_only_the_users_copy(app: App, store: Store
     listing = client.get(page.headers["location"]).text
     assert "Released: it will be delivered to your mail server." in listing
     assert queue_id not in listing
-    assert _states(store, queue_id) == {ALICE: "queued", BOB: "quarantined"}
+    assert recipient_states(store, queue_id) == {ALICE: "queued", BOB: "quarantined"}
     (event,) = [e for e in store.show(queue_id).events if e.kind == "released"]
     assert event.recipient == ALICE
     assert event.detail.startswith(f"released by {ALICE} after a rescan: action=pass")
@@ -157,7 +154,7 @@ def test_not_spam_on_a_quarantined_message_learns_ham_and_releases_it(
     page = _post(client, f"/m/{queue_id}/not-spam")
 
     assert page.headers["location"] == "/quarantine?notice=released-ham"
-    assert _states(store, queue_id) == {ALICE: "queued"}
+    assert recipient_states(store, queue_id) == {ALICE: "queued"}
     assert _counts(classifier) == {t: (0, 1) for t in SUBJECT_TOKENS}
     assert _kinds(store, queue_id)[-2:] == ["released", "marked-ham"]
 
@@ -170,7 +167,7 @@ def test_spam_on_a_quarantined_message_trashes_it_and_it_stays_undelivered(
     page = _post(client, f"/m/{queue_id}/spam")
 
     assert page.headers["location"] == "/quarantine?notice=spam"
-    assert _states(store, queue_id) == {ALICE: "quarantined"}
+    assert recipient_states(store, queue_id) == {ALICE: "quarantined"}
     assert queue_id in client.get("/trash").text
     assert queue_id not in client.get("/quarantine").text
     assert classifier.store.totals() == (1, 0)
@@ -189,7 +186,7 @@ def test_a_virus_is_not_the_users_to_release(app: App, store: Store,
         assert page.headers["location"] == f"/m/{queue_id}?alert=not-allowed", verb
     assert "Only your administrator can release this message" in client.get(
         f"/m/{queue_id}?alert=not-allowed").text
-    assert _states(store, queue_id) == {ALICE: "quarantined"}
+    assert recipient_states(store, queue_id) == {ALICE: "quarantined"}
     assert classifier.store.totals() == (0, 0)  # a refused "not spam" teaches nothing
 
 
@@ -201,7 +198,7 @@ def test_user_release_none_refuses_even_spam(app: App, store: Store) -> None:
     page = _post(client, f"/m/{queue_id}/release")
 
     assert page.headers["location"] == f"/m/{queue_id}?alert=not-allowed"
-    assert _states(store, queue_id) == {ALICE: "quarantined"}
+    assert recipient_states(store, queue_id) == {ALICE: "quarantined"}
 
 
 def test_scanning_unavailable_keeps_it_and_says_to_try_again(app: App, store: Store) -> None:
@@ -214,7 +211,7 @@ def test_scanning_unavailable_keeps_it_and_says_to_try_again(app: App, store: St
     assert page.headers["location"] == f"/m/{queue_id}?alert=unavailable"
     shown = client.get(page.headers["location"]).text
     assert 'role="alert">Scanning is unavailable, try again in a few minutes.' in shown
-    assert _states(store, queue_id) == {ALICE: "quarantined"}
+    assert recipient_states(store, queue_id) == {ALICE: "quarantined"}
 
 
 @pytest.mark.integration
@@ -231,7 +228,7 @@ def test_a_virus_still_found_on_the_rescan_is_refused(app: App, store: Store,
     assert page.headers["location"] == f"/m/{queue_id}?alert=dangerous"
     assert "It still looks dangerous: ask your administrator." in client.get(
         page.headers["location"]).text
-    assert _states(store, queue_id) == {ALICE: "quarantined"}
+    assert recipient_states(store, queue_id) == {ALICE: "quarantined"}
     assert _kinds(store, queue_id)[-1] == "rescanned"
 
 
@@ -246,7 +243,7 @@ def test_without_scanning_or_classifier_the_buttons_still_act(app: App, store: S
 
     released = next(e for e in store.show(held).events if e.kind == "released")
     assert released.detail == f"released by {ALICE} without a rescan (scanning is off)"
-    assert _states(store, waiting) == {ALICE: "deleted"}
+    assert recipient_states(store, waiting) == {ALICE: "deleted"}
     assert store.show(waiting).events[-2].detail.endswith("(no classifier configured)")
 
 
@@ -255,7 +252,7 @@ def test_another_users_message_is_404(app: App, store: Store) -> None:
     theirs = _quarantined(store, text_message(BOB), BOB)
     for verb in ("release", "spam", "not-spam"):
         assert _post(client, f"/m/{theirs}/{verb}").status_code == 404, verb
-    assert _states(store, theirs) == {BOB: "quarantined"}
+    assert recipient_states(store, theirs) == {BOB: "quarantined"}
     assert _kinds(store, theirs) == ["accepted", "scanned"]
 
 
@@ -267,7 +264,7 @@ def test_without_the_csrf_token_nothing_happens(app: App, store: Store,
         assert client.post(f"/m/{held}/{verb}", data={}).status_code == 403, verb
         assert client.post(f"/m/{held}/{verb}",
                            data={"csrf": "forged"}).status_code == 403, verb
-    assert _states(store, held) == {ALICE: "quarantined"}
+    assert recipient_states(store, held) == {ALICE: "quarantined"}
     assert classifier.store.totals() == (0, 0)
     assert held not in client.get("/trash").text
 
