@@ -4,7 +4,7 @@ concurrent learners, the n-gram model's weights, and the upgrade of version 2 an
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -106,23 +106,30 @@ def test_counts_of_more_tokens_than_one_query_takes(bayes: BayesStore) -> None:
     assert set(found.values()) == {(0, 1)}
 
 
-def test_learners_racing_on_one_message_count_it_once(store: Store) -> None:
-    """Eight threads, each with its own BayesStore, learn the same message at once."""
-    learners = [BayesStore(store.engine) for _ in range(8)]
-    start = threading.Barrier(len(learners))
-    results: list[bool] = []
+def _at_once(store: Store, count: int, learn: Callable[[BayesStore, int], None]) -> None:
+    """Run learn(its own BayesStore, n) in *count* threads released together."""
+    learners = [BayesStore(store.engine) for _ in range(count)]
+    start = threading.Barrier(count)
 
-    def learn(learner: BayesStore) -> None:
+    def run(learner: BayesStore, n: int) -> None:
         start.wait(10)
-        results.append(learner.learn("same", {"race", "token"}, spam=True))
+        learn(learner, n)
 
-    threads = [threading.Thread(target=learn, args=(learner,)) for learner in learners]
+    threads = [threading.Thread(target=run, args=(learner, n))
+               for n, learner in enumerate(learners)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
     for learner in learners:
         learner.close()
+
+
+def test_learners_racing_on_one_message_count_it_once(store: Store) -> None:
+    """Eight threads, each with its own BayesStore, learn the same message at once."""
+    results: list[bool] = []
+    _at_once(store, 8, lambda learner, _: results.append(
+        learner.learn("same", {"race", "token"}, spam=True)))
 
     assert sorted(results) == [False] * 7 + [True]
     assert BayesStore(store.engine).counts(["race", "token"]) == {"race": (1, 0), "token": (1, 0)}
@@ -217,21 +224,8 @@ def test_moving_a_message_steps_towards_its_new_label(bayes: BayesStore) -> None
 
 def test_learners_on_different_messages_both_count(store: Store) -> None:
     """Two nodes learning at once add their changes: neither overwrites the other's."""
-    learners = [BayesStore(store.engine) for _ in range(2)]
-    start = threading.Barrier(2)
-
-    def learn(learner: BayesStore, name: str) -> None:
-        start.wait(10)
-        learner.learn(name, {name}, spam=True, features={7}, step=ngrams.learn_step)
-
-    threads = [threading.Thread(target=learn, args=(learner, f"m{n}"))
-               for n, learner in enumerate(learners)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    for learner in learners:
-        learner.close()
+    _at_once(store, 2, lambda learner, n: learner.learn(
+        f"m{n}", {f"m{n}"}, spam=True, features={7}, step=ngrams.learn_step))
 
     weight = BayesStore(store.engine).weights([7])[7]
     one_after_the_other: dict[int, float] = {}
