@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import smtplib
+import sqlite3
 import zipfile
 
 import pytest
@@ -196,3 +197,23 @@ def test_eicar_is_a_virus_with_no_daemon_rejected_or_quarantined_per_domain(
     # Half of the string, as a sentence quoting it would hold, passes.
     half = HEADERS + b"Subject: about EICAR\r\n\r\nIt starts " + EICAR[:34] + b"\r\n"
     assert _send(gateway, half)[0] == 250
+
+
+def test_a_store_outage_while_scanning_is_a_452_in_one_log_line(gateway_factory) -> None:
+    gateway = gateway_factory()
+    database = sqlite3.connect(gateway.store_url.removeprefix("sqlite:///"), timeout=30)
+    # The built-in Bayes classifier reads its statistics from the store on every message.
+    database.execute("ALTER TABLE bayes_totals RENAME TO bayes_totals_away")
+    database.commit()
+    try:
+        assert _send(gateway, CLEAN) == (452, b"4.3.1 Insufficient system storage, "
+                                              b"try again later")
+    finally:
+        database.execute("ALTER TABLE bayes_totals_away RENAME TO bayes_totals")
+        database.commit()
+        database.close()
+    assert _queue(gateway) == []
+    failures = [line for line in gateway.log.splitlines() if "store failure" in line]
+    assert len(failures) == 1 and "while scanning, answered 452 4.3.1" in failures[0]
+    assert "crashed" not in gateway.log and "Traceback" not in gateway.log
+    assert _send(gateway, CLEAN)[0] == 250  # the store is back: so is the mail
