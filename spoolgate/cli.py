@@ -32,9 +32,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the file; print what is valid but unwise as warnings (exit status 0)."""
+    from spoolgate.scan.engines import antivirus_warning
+
     settings = _settings(args)
     domains = ", ".join(f"{d.name} -> {d.route}" for d in settings.domains)
     print(f"{settings.source}: ok ({len(settings.domains)} domain(s): {domains})")
+    warning = antivirus_warning(settings)
+    if warning is not None:
+        print(f"spoolgate: warning: {warning}", file=sys.stderr)
     return 0
 
 
