@@ -339,3 +339,18 @@ def test_a_rescan_round_stops_at_the_first_message_a_hung_clamd_cannot_scan(
         assert len(Queue(store, "node-a").awaiting_rescan()) == 3  # all still held
     finally:
         store.close()
+
+
+def test_the_demo_turns_clamav_on_where_clamd_answers(start_clamd, tmp_path) -> None:
+    from spoolgate.config import load_settings
+    from spoolgate.demo import find_clamd, scan_notices, write_demo_config
+    from spoolgate.scan.engines import antivirus_warning
+
+    daemon = start_clamd()
+    missing = f"unix:{tmp_path / 'absent.ctl'}"
+    assert find_clamd((missing, daemon.address)) == daemon.address
+    settings = load_settings(write_demo_config(tmp_path / "demo", daemon.address))
+    assert settings.scan.scanners == ("builtin", "clamav")
+    assert antivirus_warning(settings) is None
+    assert scan_notices(settings, daemon.address) == [
+        f"virus scanning: ClamAV (clamd at {daemon.address})"]
