@@ -139,8 +139,9 @@ async def start_gateway(settings: Settings, primary: bool = True) -> Gateway:
                                           extra_routes=_console(settings, store, scanning),
                                           metrics=metrics)
     if primary and settings.metrics.enabled:
-        gateway.monitoring = await start_monitoring(settings, metrics, store,
-                                                    lambda: _smtp_not_ready(gateway))
+        gateway.monitoring = await start_monitoring(
+            settings, metrics, store, lambda: _smtp_not_ready(gateway),
+            scanning.scanners if scanning is not None else ())
     return gateway
 
 

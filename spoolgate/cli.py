@@ -32,9 +32,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the file; print what is valid but unwise as warnings (exit status 0)."""
+    from spoolgate.scan.engines import antivirus_warning
+
     settings = _settings(args)
     domains = ", ".join(f"{d.name} -> {d.route}" for d in settings.domains)
     print(f"{settings.source}: ok ({len(settings.domains)} domain(s): {domains})")
+    warning = antivirus_warning(settings)
+    if warning is not None:
+        print(f"spoolgate: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -49,14 +55,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from spoolgate.demo import write_demo_config
+    from spoolgate.demo import find_clamd, scan_notices, write_demo_config
 
-    config = write_demo_config(Path(args.dir))
-    account = _demo_account(load_settings(config))
+    clamd = find_clamd()
+    config = write_demo_config(Path(args.dir), clamd)
+    settings = load_settings(config)
+    account = _demo_account(settings)
     print(f"demo configuration: {config}\n"
           "SMTP on 127.0.0.1:2525 for example.test, relayed to 127.0.0.1:2526; "
           "store under the same folder.\n"
-          f"webmail on http://127.0.0.1:8025/ {account}\nCtrl-C stops it.", file=sys.stderr)
+          f"webmail on http://127.0.0.1:8025/ {account}", file=sys.stderr)
+    for notice in scan_notices(settings, clamd):
+        print(notice, file=sys.stderr)
+    print("Ctrl-C stops it.", file=sys.stderr)
     args.config = str(config)
     return cmd_serve(args)
 

@@ -31,6 +31,19 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigWarning:
+    """A setting that is valid but probably not what the operator wants, located as a
+    :class:`ConfigError` is: ``spoolgate.toml: [scan].scanners: ...``."""
+
+    file: str
+    key: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.problem}"
+
+
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     host: str
     port: int

@@ -31,6 +31,7 @@ from spoolgate.admin.charts import Series, line_chart
 from spoolgate.config import Settings
 from spoolgate.mail.queueid import is_queue_id
 from spoolgate.mime.parse import header_summary
+from spoolgate.scan.engines import antivirus_warning
 from spoolgate.store.accounts import WebSession
 from spoolgate.store.audit import AuditLog
 from spoolgate.store.console import Console, QueueFilter, TrackingQuery
@@ -118,8 +119,10 @@ class _Views:
         changes = [(presenting.long_time(e.at, site.zone), e)
                    for e in queue.route_events(start, limit=50)
                    if who.scope is None or e.route in visible]
+        warning = antivirus_warning(self.settings, [d.name for d in self.settings.domains
+                                                    if who.sees(d.name)])
         return self.page(site, session, "admin_dashboard.html", section="dashboard",
-                         range=span_name, ranges=list(RANGES), chart=chart,
+                         warnings=[warning] if warning else [], range=span_name, ranges=list(RANGES), chart=chart,
                          points=list(zip(labels, points, strict=True)),
                          bucket_words=_bucket_words(bucket),
                          mix=console.verdicts(start, who.scope),

@@ -8,8 +8,13 @@ public webmail's, because metrics reveal traffic. uvicorn serves it inside the g
 event loop without signal handlers of its own.
 
 ``/healthz`` answers 200 as long as the event loop answers. ``/readyz`` answers 200 only
-when the store answers a trivial query within :data:`STORE_TIMEOUT` and the SMTP
-listeners are up, else 503 with a short plain reason (no internal error text). A store
+when the store answers a trivial query within :data:`STORE_TIMEOUT`, the SMTP
+listeners are up and every configured scanning daemon (clamd, Rspamd, spamd) answers a
+ping within :data:`~spoolgate.scan.engines.PING_BUDGET`, else 503 with a short plain
+reason (no internal error text): a node whose scanner is down answers ``451 4.7.1`` to
+every message, so a load balancer should send mail elsewhere. A scanner listed in
+``rescan_on_error`` is the exception: mail still goes in (held for a rescan), so the node
+stays ready and the body names the silent scanner on a second line. A store
 failure during a scrape does not fail the scrape: ``spoolgate_store_up`` drops to 0 and
 the store's gauges are left out.
 """
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import uvicorn
@@ -34,6 +39,8 @@ from spoolgate.config import Settings
 from spoolgate.delivery.routes import RouteTable
 from spoolgate.ops.metrics import Metrics
 from spoolgate.ops.serving import serve_http
+from spoolgate.scan.base import Scanner
+from spoolgate.scan.engines import described, silent_engines
 from spoolgate.store.console import Console
 from spoolgate.store.queue import Queue
 from spoolgate.store.store import Store, StoreError
@@ -112,8 +119,11 @@ class StoreCollector(Collector):
         return [store_up, waiting, oldest, up]
 
 
-def create_monitoring_app(metrics: Metrics, store: Store, listeners: ListenerCheck) -> Starlette:
-    """The Starlette app of the monitoring listener (no sessions, no templates)."""
+def create_monitoring_app(metrics: Metrics, store: Store, listeners: ListenerCheck,
+                          scanners: Sequence[Scanner] = (),
+                          rescan_on_error: frozenset[str] = frozenset()) -> Starlette:
+    """The Starlette app of the monitoring listener (no sessions, no templates);
+    *scanners* are pinged by ``/readyz``, those in *rescan_on_error* only reported."""
 
     async def scrape(request: Request) -> Response:
         body = await asyncio.to_thread(generate_latest, metrics.registry)  # queries the store
@@ -126,6 +136,14 @@ def create_monitoring_app(metrics: Metrics, store: Store, listeners: ListenerChe
         problem = await _store_problem(store) or listeners()
         if problem is not None:
             return PlainTextResponse(problem, status_code=503)
+        silent = await silent_engines(scanners)
+        blocking = [described(name) for name in silent if name not in rescan_on_error]
+        if blocking:
+            return PlainTextResponse("scanner not answering: " + ", ".join(blocking),
+                                     status_code=503)
+        if silent:
+            return PlainTextResponse("ready\nscanner not answering, mail held for a rescan: "
+                                     + ", ".join(described(name) for name in silent))
         return PlainTextResponse("ready")
 
     return Starlette(routes=[Route("/metrics", scrape), Route("/healthz", healthz),
@@ -156,14 +174,17 @@ class MonitoringService:
 
 
 async def start_monitoring(settings: Settings, metrics: Metrics, store: Store,
-                           listeners: ListenerCheck) -> MonitoringService:
+                           listeners: ListenerCheck,
+                           scanners: Sequence[Scanner] = ()) -> MonitoringService:
     """Listen on ``[metrics] listen``; return once the socket is bound (raises if it cannot).
 
     Registers a :class:`StoreCollector` in *metrics*' registry; *listeners* tells
-    ``/readyz`` whether the SMTP listeners are up.
+    ``/readyz`` whether the SMTP listeners are up, and *scanners* (those of ``[scan]``)
+    are pinged by it.
     """
     metrics.registry.register(StoreCollector(store, settings))
-    app = create_monitoring_app(metrics, store, listeners)
+    app = create_monitoring_app(metrics, store, listeners, scanners,
+                                frozenset(settings.scan.rescan_on_error))
     listen = settings.metrics.listen
     server, serving = await serve_http(app, listen.host, listen.port, "monitoring")
     log.info("monitoring listening metrics=%s", listen)

@@ -7,7 +7,9 @@ could not fully scan is held for :mod:`spoolgate.intake.rescan`), prepends the
 our authserv-id, RFC 8601 §5) and the spam headers and Subject tag of a tagged message,
 and commits the message through the group committer. It returns the queue ID only once
 the commit is durable; any failure raises :class:`SmtpError` with the
-reply the client must get (``452 4.3.1`` when the store cannot take it).
+reply the client must get: ``452 4.3.1`` when the store cannot take the message, or could
+not be read while scanning it (the Bayes statistics live there), logged in one line and
+counted and recorded as a ``store`` refusal.
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ class Intake:
             except ScanRefusal as refusal:
                 self._refused_all(envelope, refusal.reason, str(refusal.reply), data, summary)
                 raise
+            except StoreError as error:
+                raise self._storage_failure(queue_id, envelope, "scanning", error, data,
+                                            summary) from error
             events.append(("scanned", describe(verdict)))
             unscanned = [f"{f.scanner}: {f.error}" for f in verdict.findings if f.error]
             if unscanned:  # let through by rescan_on_error: marked for a later rescan
@@ -111,15 +116,23 @@ class Intake:
         try:
             await self._committer.commit(message)
         except StoreError as error:
-            log.error("%s: store failure, answered 452: %s", queue_id, error)
-            self._metrics.rejected("store")
-            raise SmtpError(STORAGE_FAILURE.code, STORAGE_FAILURE.enhanced,
-                            STORAGE_FAILURE.text) from error
+            raise self._storage_failure(queue_id, envelope, "storing", error, data,
+                                        (subject, message_id)) from error
         self._metrics.messages_accepted.inc()
         log.info("%s: accepted %s delay=%.4f%s", queue_id, message.events[0][1],
                  time.perf_counter() - started,
                  " quarantined" if quarantined else " held for rescan" if held else "")
         return queue_id
+
+    def _storage_failure(self, queue_id: str, envelope: Envelope, step: str,
+                         error: StoreError, data: bytes,
+                         summary: tuple[str, str] | None) -> SmtpError:
+        """Log, count and record a store failure while *step*; the error to raise."""
+        log.error("%s: store failure while %s, answered %d %s from=<%s>: %s", queue_id, step,
+                  STORAGE_FAILURE.code, STORAGE_FAILURE.enhanced, envelope.sender, error)
+        self._metrics.rejected("store")
+        self._refused_all(envelope, "store", str(STORAGE_FAILURE), data, summary)
+        return SmtpError(STORAGE_FAILURE.code, STORAGE_FAILURE.enhanced, STORAGE_FAILURE.text)
 
     def _refused_all(self, envelope: Envelope, reason: str, reply: str, data: bytes,
                      summary: tuple[str, str] | None = None) -> None:

@@ -30,6 +30,7 @@ from spoolgate.mail.envelope import ClientInfo, Envelope, Recipient
 from spoolgate.mail.states import RecipientState as S
 from spoolgate.mail.verdict import Action, Verdict
 from spoolgate.store.queue import Queue
+from spoolgate.store.store import StoreError
 
 log = logging.getLogger("spoolgate.rescan")
 BATCH = 200  # held messages looked at per round, oldest first
@@ -61,6 +62,9 @@ class Rescanner:
         while True:
             try:
                 await self.rescan_due()
+            except StoreError as error:  # reading the mail or the Bayes statistics
+                log.warning("rescan round: the store failed; trying again in %gs: %s",
+                            self._interval, error)
             except Exception:  # a background loop that died would hold mail silently
                 log.exception("rescan round failed; trying again in %gs", self._interval)
             await asyncio.sleep(self._interval)

@@ -25,7 +25,7 @@ from spoolgate.mail.reply import SmtpError
 from spoolgate.mail.verdict import Action, Verdict
 from spoolgate.mime.parse import ParsedMessage, addresses, parse_message
 from spoolgate.ops.metrics import Metrics
-from spoolgate.scan.base import ScanRequest
+from spoolgate.scan.base import Scanner, ScanRequest
 from spoolgate.scan.pipeline import ScanPipeline
 from spoolgate.scan.policy import ScanPolicy, decide, strictest, unanimous
 from spoolgate.store.senders import RuleSet
@@ -91,6 +91,11 @@ class Scanning:
         self._pipeline = pipeline
         self._policies = dict(policies)
         self._rules = SenderRuleCache(senders, rules_ttl) if senders is not None else None
+
+    @property
+    def scanners(self) -> tuple[Scanner, ...]:
+        """The scanners every message goes through, in configuration order."""
+        return self._pipeline.scanners
 
     def policy(self, envelope: Envelope) -> ScanPolicy:
         """The strictest policy of the domains of *envelope*'s recipients, each with its

@@ -5,6 +5,10 @@ blocked extensions (Gmail's list), double extensions, bidi and invisible charact
 names, content that is not what its name says (magic bytes), macros in OOXML documents,
 and the members of zip, tar, gzip, bzip2 and xz archives, read in memory and never
 written to disk. 7z and rar cannot be read with the standard library; they are only noted.
+The bytes it reads of each member that is not itself an archive (its first 4 KiB; the
+EICAR file is at most 128 bytes and starts the file) are also searched for the test files
+of :mod:`spoolgate.scan.signatures`, reported as ``test_files`` for the scanner to turn
+into virus findings.
 
 Pure function of the parse: no I/O, no configuration read. Time and memory are bounded by
 :class:`AttachmentRules` (members, declared and decompressed bytes, nesting) for the whole
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 
 from spoolgate.mail.verdict import Symbol
 from spoolgate.mime.parse import ParsedMessage, Part
+from spoolgate.scan.signatures import Hit, signatures_in
 
 # Gmail's "File types blocked in Gmail" (support.google.com/mail/answer/6590, 2024), plus
 # double-click launchers from Microsoft Defender's common attachment filter and abuse reports
@@ -109,10 +114,12 @@ class AttachmentRules:
 
 @dataclass(frozen=True, slots=True)
 class AttachmentFindings:
-    """The symbols of every rule that matched, and why part of the message was not seen."""
+    """The symbols of every rule that matched, why part of the message was not seen, and
+    the test files (EICAR) found inside archives, with the member each was in."""
 
     symbols: tuple[Symbol, ...] = ()
     unscannable: str | None = None
+    test_files: tuple[Hit, ...] = ()
 
 
 @dataclass(slots=True)
@@ -121,6 +128,7 @@ class _Inspection:
 
     rules: AttachmentRules
     hits: list[tuple[str, float, str]] = field(default_factory=list)
+    test_files: list[Hit] = field(default_factory=list)
     unscannable: str | None = None
     members: int = 0
     declared: int = 0
@@ -133,6 +141,12 @@ class _Inspection:
         if score == DECISIVE:
             score = self.rules.decisive_score
         self.hits.append((rule, score, detail))
+
+    def look_inside(self, data: bytes, kind: str | None, where: str) -> None:
+        """Note the test files (EICAR) in *data*, the bytes already read of a member of
+        *kind*; an archive's own members are looked inside instead."""
+        if kind not in _ARCHIVES:
+            self.test_files.extend((signature, where) for signature in signatures_in(data))
 
     def give_up(self, reason: str) -> None:
         self.unscannable = self.unscannable or reason
@@ -159,7 +173,7 @@ def inspect_attachments(parsed: ParsedMessage, rules: AttachmentRules) -> Attach
                 _inspect_part(part, state)
     except Exception as error:  # a last guard: fail safe, never crash the scanner
         state.give_up(f"attachment inspection failed ({type(error).__name__})")
-    return AttachmentFindings(_merged(state.hits), state.unscannable)
+    return AttachmentFindings(_merged(state.hits), state.unscannable, tuple(state.test_files))
 
 
 def _is_file(part: Part) -> bool:
@@ -357,6 +371,7 @@ def _inspect_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, contain
         head = member.read(_HEAD)
         kind = _kind(head)
         where = f"{label} in {container}"
+        state.look_inside(head, kind, where)
         _check_content(where, _extension(_real_name(info.filename)), None, kind, state)
         if kind in _ARCHIVES and _may_descend(where, depth, info.file_size, state):
             rest = member.read(info.file_size - len(head))
@@ -405,6 +420,7 @@ def _inspect_tar_member(archive: tarfile.TarFile, member: tarfile.TarInfo, conta
     head = reader.read(_HEAD)  # member.size may be a sparse file's huge size: never read all
     kind = _kind(head)
     where = f"{label} in {container}"
+    state.look_inside(head, kind, where)
     _check_content(where, _extension(_real_name(member.name)), None, kind, state)
     if kind in _ARCHIVES and _may_descend(where, depth, member.size, state):
         rest = reader.read(member.size - len(head))
@@ -419,6 +435,7 @@ def _inspect_stream(kind: str, data: bytes, name: str, label: str, depth: int,
     _check_name(inner_name, _shown(inner_name), label, state)
     head = _decompress(kind, data, _HEAD)
     inner = _kind(head)
+    state.look_inside(head, inner, where)
     _check_content(where, _extension(_real_name(inner_name)), None, inner, state)
     if inner not in _ARCHIVES:
         return

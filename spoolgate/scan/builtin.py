@@ -6,6 +6,9 @@ GTUBE (in the raw bytes or any decoded text part), the header and structure heur
 SPF/DKIM/DMARC from :mod:`spoolgate.scan.authentication` (also returned as
 authentication results for the ``Authentication-Results`` header), and the Bayes
 classifier of :mod:`spoolgate.scan.bayes` with its n-gram model once they have been trained.
+It also reports the EICAR anti-virus test file (:mod:`spoolgate.scan.signatures`) in the
+raw bytes, any decoded part or an archive member as a virus, ``Eicar-Test-Signature``, as
+ClamAV would, so the domain's virus action applies; it detects no real virus.
 
 The work is CPU (parsing, rules, tokens), blocking DNS and store reads, so it runs on a
 thread pool and never on the event loop. A parse that a limit cut short is reported as
@@ -25,13 +28,15 @@ from spoolgate.scan.authentication import Authenticator, auth_symbols
 from spoolgate.scan.base import ScanRequest
 from spoolgate.scan.bayes import BayesClassifier
 from spoolgate.scan.heuristics import HeuristicsContext, header_symbols
+from spoolgate.scan.signatures import message_hits, virus_findings
 
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 GTUBE_SCORE = 1000.0  # as SpamAssassin: decisive whatever the thresholds
 
 
 class BuiltinScanner:
-    """GTUBE, heuristics, attachment rules, email authentication and Bayes, on a thread pool."""
+    """GTUBE and EICAR, heuristics, attachment rules, email authentication and Bayes, on a
+    thread pool."""
 
     name = "builtin"
 
@@ -61,6 +66,9 @@ class BuiltinScanner:
         found = inspect_attachments(parsed, self._attachments)
         symbols.extend(found.symbols)
         unscannable = unscannable or found.unscannable
+        viruses, virus_symbols = virus_findings(
+            [*message_hits(request.data, parsed), *found.test_files])
+        symbols.extend(virus_symbols)
         authentication: tuple[AuthResult, ...] = ()
         if self._authenticator is not None:
             authentication = self._authenticator.check(request.data, request.envelope, parsed)
@@ -68,7 +76,7 @@ class BuiltinScanner:
         if self._bayes is not None:
             symbols.extend(self._bayes.symbols(parsed, request.data))
         return Findings(self.name, score=round(sum(s.score for s in symbols), 3),
-                        symbols=tuple(symbols), unscannable=unscannable,
+                        symbols=tuple(symbols), viruses=viruses, unscannable=unscannable,
                         authentication=authentication, seconds=time.monotonic() - started)
 
 

@@ -192,6 +192,7 @@ class RspamdScanner:
         self._port = parts.port or 80
         self._authority = parts.netloc
         self._path = parts.path.rstrip("/") + "/checkv2"
+        self._ping_path = parts.path.rstrip("/") + "/ping"
 
     async def scan(self, request: ScanRequest, budget: float) -> Findings:
         """Findings for *request* from Rspamd, within *budget* seconds."""
@@ -210,11 +211,25 @@ class RspamdScanner:
                 error=f"rspamd unreachable at {self.url}: {error}"))
         return self._findings(started, parse_checkv2_reply(status, body))
 
+    async def ping(self, budget: float = 2.0) -> bool:
+        """True if Rspamd's ``GET /ping`` answers ``pong`` within *budget* seconds."""
+        request = (f"GET {self._ping_path} HTTP/1.1\r\nHost: {self._authority}\r\n"
+                   "Connection: close\r\n\r\n").encode()
+        try:
+            async with asyncio.timeout(budget):
+                status, body = await self._exchange(request)
+        except (TimeoutError, OSError, RspamdHttpError, asyncio.IncompleteReadError):
+            return False
+        return status == 200 and body.strip().lower().startswith(b"pong")
+
     async def _post(self, headers: list[tuple[str, str]], data: bytes) -> tuple[int, bytes]:
+        return await self._exchange(build_request(self._authority, self._path, headers, data))
+
+    async def _exchange(self, request: bytes) -> tuple[int, bytes]:
         reader, writer = await asyncio.open_connection(self._host, self._port,
                                                        limit=HEADER_LINE_MAX)
         try:
-            writer.write(build_request(self._authority, self._path, headers, data))
+            writer.write(request)
             await writer.drain()
             return await read_response(reader)
         finally:

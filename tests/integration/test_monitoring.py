@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from spoolgate.scan.builtin import GTUBE
+from tests.clamd import Clamd
 from tests.downstream import PostfixDownstream
 from tests.gateway_process import GatewayProcess, free_port
 from tests.integration.delivery.gateway import message, start_delivering
@@ -263,3 +264,26 @@ def test_json_log_lines_of_a_message_carry_its_queue_id(gateway_factory, folder:
         assert listening and all("queue_id" not in e for e in listening)
     finally:
         company.stop()
+
+
+def test_readyz_fails_while_clamd_is_down_unless_clamav_may_fail(gateway_factory,
+                                                                 folder: Path) -> None:
+    with Clamd(folder / "clamd", free_port()) as clamd:
+        ports = free_port(), free_port()
+        strict, lenient = (gateway_factory(extra={
+            "metrics": {"enabled": True, "listen": f"127.0.0.1:{port}"},
+            "scan": {"scanners": ["builtin", "clamav"], "clamav": clamd.address, **extra}})
+            for port, extra in zip(ports, ({}, {"rescan_on_error": ["clamav"]}), strict=True))
+        for port in ports:
+            wait_monitoring(port)
+            assert _get(f"http://127.0.0.1:{port}/readyz")[::2] == (200, "ready")
+        clamd.stop()
+        status, content_type, body = _get(f"http://127.0.0.1:{ports[0]}/readyz")
+        assert (status, body) == (503, "scanner not answering: clamav (clamd)")
+        assert content_type.startswith("text/plain")
+        # Mail to the strict node would get 451 4.7.1; the lenient one still takes it.
+        assert _get(f"http://127.0.0.1:{ports[1]}/readyz")[::2] == (
+            200, "ready\nscanner not answering, mail held for a rescan: clamav (clamd)")
+        assert _get(f"http://127.0.0.1:{ports[0]}/healthz")[::2] == (200, "ok")
+        assert strict.proc is not None and strict.proc.poll() is None
+        assert lenient.proc is not None and lenient.proc.poll() is None

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import smtplib
+import sqlite3
+import zipfile
 
 import pytest
 
 from spoolgate.scan.builtin import GTUBE
+from spoolgate.scan.signatures import EICAR
 from spoolgate.store.store import open_store
 
 pytestmark = pytest.mark.integration
@@ -157,3 +161,59 @@ def test_gtube_hidden_in_base64_is_found_through_the_one_parse(gateway_factory) 
             b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded)
     assert GTUBE not in data
     assert _send(gateway, data)[0] == 550
+
+
+def _zipped_eicar() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("eicar.txt", EICAR)
+    encoded = base64.encodebytes(buffer.getvalue()).replace(b"\n", b"\r\n")
+    return (HEADERS + b"Subject: test file\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: text/plain\r\n\r\nthe scanner test\r\n--b\r\n"
+            b"Content-Type: application/zip\r\n"
+            b"Content-Disposition: attachment; filename=\"test.zip\"\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded + b"--b--\r\n")
+
+
+def test_eicar_is_a_virus_with_no_daemon_rejected_or_quarantined_per_domain(
+        gateway_factory) -> None:
+    gateway = gateway_factory(domains=[
+        {"name": "example.test", "route": "smtp://127.0.0.1:2526"},
+        {"name": "keep.test", "route": "smtp://127.0.0.1:2526", "virus": "quarantine",
+         "allow_senders": ["remote.test"]}])
+    data = _zipped_eicar()
+    assert EICAR not in data
+    assert _send(gateway, data) == (550, b"5.7.1 Message rejected by content policy")
+    assert "virus Eicar-Test-Signature" in gateway.log and "EICAR_TEST_FILE" in gateway.log
+    assert _queue(gateway) == []
+    # A domain that quarantines viruses keeps it, even from a sender on its allow list.
+    assert _send(gateway, data.replace(b"b@example.test", b"b@keep.test"),
+                 rcpts=("b@keep.test",))[0] == 250
+    (entry,) = _queue(gateway)
+    assert [r["state"] for r in entry["recipients"]] == ["quarantined"]
+    events = json.loads(gateway.cli("queue", "show", entry["queue_id"], "--json").stdout)
+    (scanned,) = [e["detail"] for e in events["events"] if e["kind"] == "scanned"]
+    assert "action=quarantine" in scanned and "viruses=Eicar-Test-Signature" in scanned
+    # Half of the string, as a sentence quoting it would hold, passes.
+    half = HEADERS + b"Subject: about EICAR\r\n\r\nIt starts " + EICAR[:34] + b"\r\n"
+    assert _send(gateway, half)[0] == 250
+
+
+def test_a_store_outage_while_scanning_is_a_452_in_one_log_line(gateway_factory) -> None:
+    gateway = gateway_factory()
+    database = sqlite3.connect(gateway.store_url.removeprefix("sqlite:///"), timeout=30)
+    # The built-in Bayes classifier reads its statistics from the store on every message.
+    database.execute("ALTER TABLE bayes_totals RENAME TO bayes_totals_away")
+    database.commit()
+    try:
+        assert _send(gateway, CLEAN) == (452, b"4.3.1 Insufficient system storage, "
+                                              b"try again later")
+    finally:
+        database.execute("ALTER TABLE bayes_totals_away RENAME TO bayes_totals")
+        database.commit()
+        database.close()
+    assert _queue(gateway) == []
+    failures = [line for line in gateway.log.splitlines() if "store failure" in line]
+    assert len(failures) == 1 and "while scanning, answered 452 4.3.1" in failures[0]
+    assert "crashed" not in gateway.log and "Traceback" not in gateway.log
+    assert _send(gateway, CLEAN)[0] == 250  # the store is back: so is the mail

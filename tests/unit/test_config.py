@@ -486,11 +486,31 @@ def test_postgresql_urls_are_kept_as_written(tmp_path: Path, url: str) -> None:
 # -- spoolgate check-config -----------------------------------------------------------------------
 
 def test_check_config_accepts_a_good_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write(tmp_path, DOMAIN)
+    # With an anti-virus engine: a file without one is good too, with a warning (below).
+    path = write(tmp_path, '[scan]\nscanners = ["builtin", "clamav"]\n' + DOMAIN)
     assert main(["check-config", "--config", str(path)]) == 0
     out, err = capsys.readouterr()
     assert out == f"{path.resolve()}: ok (1 domain(s): example.test -> smtp://127.0.0.1:2526)\n"
     assert err == ""
+
+
+@pytest.mark.parametrize(("scan", "why"), [
+    ("", "the built-in scanner detects only the EICAR test file"),
+    ('[scan]\nscanners = ["builtin", "rspamd", "spamassassin"]\n',
+     "the built-in scanner detects only the EICAR test file"),
+    ('[scan]\nscanners = ["rspamd"]\n', "the configured scanners score spam"),
+    ('[scan]\nscanners = []\n', "scanning is off"),
+])
+def test_check_config_warns_when_no_antivirus_engine_scans_the_mail(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], scan: str, why: str) -> None:
+    path = write(tmp_path, scan + DOMAIN + '[[domains]]\nname = "b.test"\n'
+                                          'route = "smtp://127.0.0.1:2526"\n')
+    assert main(["check-config", "--config", str(path)]) == 0  # a warning, not an error
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{path.resolve()}: ok (2 domain(s)")
+    assert err == (f"spoolgate: warning: {path.resolve()}: [scan].scanners: no anti-virus "
+                   f"engine scans the mail of example.test, b.test ({why}); add \"clamav\" "
+                   "with clamd running (docs/installing.md)\n")
 
 
 def test_check_config_names_the_mistake(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,7 +28,7 @@ from spoolgate.scan.pipeline import ScanPipeline
 from spoolgate.scan.policy import ScanPolicy
 from spoolgate.store.queue import Queue
 from spoolgate.store.store import open_store
-from tests.clamd import DETECTED_AS, EICAR, Clamd
+from tests.clamd import CLAMD_ONLY, DETECTED_AS, EICAR, Clamd
 from tests.downstream import SmtpSink
 from tests.gateway_process import GatewayProcess, free_port
 from tests.integration.delivery.gateway import show, start_delivering, states, wait_states
@@ -266,7 +266,10 @@ def test_mail_held_while_clamd_is_down_is_rescanned_once_it_is_back(
         gateway = _rescanning_gateway(gateway_factory, sqlite_url, daemon, sink)
         daemon.stop()
         clean = _accepted(gateway, b"Subject: fine\r\n\r\nclean\r\n")
-        infected = _accepted(gateway, message_with(EICAR, "readme.txt").replace(b"\n", b"\r\n"))
+        # Only clamd knows this one: the built-in scanner, which does scan at receipt,
+        # would refuse the whole EICAR string at once.
+        infected = _accepted(gateway, message_with(CLAMD_ONLY, "readme.txt")
+                             .replace(b"\n", b"\r\n"))
         # Nothing to await while clamd is down: the rescanner tries every 0.2 s, and both
         # messages must still be held after several of its rounds.
         time.sleep(1.5)
@@ -339,3 +342,18 @@ def test_a_rescan_round_stops_at_the_first_message_a_hung_clamd_cannot_scan(
         assert len(Queue(store, "node-a").awaiting_rescan()) == 3  # all still held
     finally:
         store.close()
+
+
+def test_the_demo_turns_clamav_on_where_clamd_answers(start_clamd, tmp_path) -> None:
+    from spoolgate.config import load_settings
+    from spoolgate.demo import find_clamd, scan_notices, write_demo_config
+    from spoolgate.scan.engines import antivirus_warning
+
+    daemon = start_clamd()
+    missing = f"unix:{tmp_path / 'absent.ctl'}"
+    assert find_clamd((missing, daemon.address)) == daemon.address
+    settings = load_settings(write_demo_config(tmp_path / "demo", daemon.address))
+    assert settings.scan.scanners == ("builtin", "clamav")
+    assert antivirus_warning(settings) is None
+    assert scan_notices(settings, daemon.address) == [
+        f"virus scanning: ClamAV (clamd at {daemon.address})"]

@@ -258,6 +258,34 @@ def test_the_dashboard_counts_what_the_store_holds(console, store: Store, clock:
     assert "example.test" not in page.split("Waiting now")[1]
 
 
+def test_the_dashboard_warns_while_no_antivirus_engine_scans_the_mail(
+        console, gateway_settings: Settings) -> None:
+    page = console(ADMIN).get("/admin").text
+    (banner,) = re.findall(r'<p class="banner" role="alert">(.*?)</p>', page)
+    assert "No anti-virus: no anti-virus engine scans the mail of example.test, other.test" \
+        in banner and "only the EICAR test file" in banner
+    assert f"<code>[scan].scanners</code> in <code>{gateway_settings.source}</code>" in banner
+    boss = console(OTHER_ADMIN).get("/admin").text  # a domain admin sees their domains only
+    (banner,) = re.findall(r'<p class="banner" role="alert">(.*?)</p>', boss)
+    assert "mail of other.test (" in banner and "example.test" not in banner
+
+
+def test_the_dashboard_has_no_antivirus_warning_with_clamav(
+        store: Store, settings: WebmailSettings, clock: Clock, folder: Path) -> None:
+    path = folder / "clamav.toml"
+    path.write_text(CONFIG.format(folder=folder) + '[scan]\nscanners = ["builtin", "clamav"]\n')
+    add_user(store, ADMIN, PASSWORD, domains={"example.test": "x"}, hasher=HASHER)
+    _set_role(store, ADMIN, "admin")
+    clock.now = time.time()
+    app = create_app(store, settings, clock=clock, hasher=HASHER,
+                     extra_routes=console_routes(load_settings(path)))
+    with TestClient(app, follow_redirects=False) as client:
+        assert sign_in(client, ADMIN).status_code == 303
+        page = client.get("/admin")
+    assert page.status_code == 200 and "Routes" in page.text
+    assert 'class="banner"' not in page.text and "anti-virus" not in page.text
+
+
 def test_release_from_quarantine_in_scope_only(console, store: Store) -> None:
     admin, boss = console(ADMIN), console(OTHER_ADMIN)
     ours = deliver(store, text_message(ALICE), ALICE, quarantined=True)

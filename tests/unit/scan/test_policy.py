@@ -12,6 +12,7 @@ from spoolgate.scan.base import ScanRequest
 from spoolgate.scan.builtin import GTUBE, BuiltinScanner
 from spoolgate.scan.pipeline import ScanPipeline
 from spoolgate.scan.policy import ScanPolicy, decide, strictest
+from spoolgate.store.store import StoreError
 
 HEADERS = (b"From: a@remote.test\r\nDate: Sun, 29 Nov 2026 06:00:00 +0000\r\n"
            b"Message-ID: <1@remote.test>\r\nSubject: hi\r\n")
@@ -92,6 +93,46 @@ def test_the_pipeline_turns_overruns_and_crashes_into_errors_within_the_budget()
     assert stuck.error == "no answer within 0.2s"
     assert broken.error == "internal error (KeyError)"
     assert decide(POLICY, [builtin, stuck, broken]).action == Action.TEMPFAIL
+
+
+class _StoreDown:
+    """Stands for the built-in scanner when the store holding its Bayes statistics fails."""
+
+    name = "builtin"
+
+    async def scan(self, request: ScanRequest, budget: float) -> Findings:
+        raise StoreError("database is locked")
+
+
+class _Waiting:
+    """A scanner still at work when another fails; notes whether it was cancelled."""
+
+    name = "waiting"
+    cancelled = False
+
+    async def scan(self, request: ScanRequest, budget: float) -> Findings:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        raise AssertionError("unreachable")
+
+
+def test_a_store_failure_in_a_scanner_is_not_a_crash_and_cancels_the_others(caplog) -> None:
+    waiting = _Waiting()
+    pipeline = ScanPipeline([waiting, _StoreDown()], budget=30)
+    request = ScanRequest(HEADERS + b"\r\nhello\r\n", ENVELOPE, "Q2")
+
+    async def run() -> None:
+        with pytest.raises(StoreError, match="database is locked"):
+            await pipeline.scan(request)
+        await asyncio.sleep(0)  # let the cancellation reach the other scanner
+
+    with caplog.at_level("DEBUG", logger="spoolgate.scan"):
+        asyncio.run(asyncio.wait_for(run(), 5))
+    assert waiting.cancelled
+    assert "crashed" not in caplog.text
 
 
 BLOCKING = ScanPolicy(block=frozenset({"spammer.test", "bad@remote.test"}),

@@ -214,3 +214,28 @@ def test_a_closed_port_is_an_unreachable_error() -> None:
         ScanRequest(MESSAGE, ENVELOPE, "Q1"), 2.0))
     assert findings.error is not None
     assert findings.error.startswith(f"rspamd unreachable at http://127.0.0.1:{port}")
+
+
+def ping_against(reply: bytes, path: str = "") -> tuple[bool, list[bytes]]:
+    """Ping an asyncio server that answers *reply* to one GET; the requests it got."""
+    requests: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+
+    async def run() -> bool:
+        port = free_port()
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
+        async with server:
+            return await RspamdScanner(f"http://127.0.0.1:{port}{path}").ping(2.0)
+    return asyncio.run(run()), requests
+
+
+def test_a_ping_is_a_get_of_ping_answered_pong() -> None:
+    answered, (request,) = ping_against(http("200 OK", b"pong\r\n"), path="/rspamd/")
+    assert answered and request.startswith(b"GET /rspamd/ping HTTP/1.1\r\n")
+    assert not ping_against(http("404 Not Found", b"no"))[0]
+    assert not ping_against(b"garbage\r\n\r\n")[0]
