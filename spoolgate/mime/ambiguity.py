@@ -43,6 +43,8 @@ CONSTRUCTS: dict[str, str] = {
     "delimiter-after-close": "a delimiter line after the multipart's closing boundary",
     "missing-final-boundary": "a nested multipart without its closing boundary, "
                               "followed by more content",
+    "empty-part": "two delimiter lines with nothing between them (a part to some parsers, "
+                  "none to others)",
     "multipart-without-boundary": "a multipart type without a boundary parameter",
     "duplicate-header": "two Content-Type, Content-Transfer-Encoding or "
                         "Content-Disposition fields in one header section",
@@ -298,6 +300,8 @@ class _Walk:
                 zip(limits, limits[1:], strict=False), start=1):
             part_end = _before_line_break(self.data, part_start, next_line)
             child = f"{number}" if where == "root" else f"{where}.{number}"
+            if part_start >= next_line:
+                self.note("empty-part", child)
             self.entity(part_start, part_end, child, (*open_, boundary), depth + 1,
                         digest=kind == "multipart/digest")
             if self.stopped:

@@ -21,7 +21,8 @@ _PARAM_NAME = re.compile(rb"[ \t]*([^=;\s\"]+)[ \t]*=[ \t]*")
 _QUOTED = re.compile(rb'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 _UNQUOTED = re.compile(rb'[^;\s"]*')
 _SECTION = re.compile(r"^([^*]+)(?:\*(\d+))?(\*)?$")
-_TSPECIALS = frozenset(b'()<>@,;:\\"/[]?=')
+# RFC 2045's tspecials, and "'" and "*", which Python's email reads as RFC 2231 marks.
+_TSPECIALS = frozenset(b'()<>@,;:\\"/[]?=\'*')
 MAX_PARAMETERS = 64  # parameters read per field; more is itself a finding
 
 
@@ -67,8 +68,13 @@ def _parameters(rest: bytes, malformed: list[str]) -> list[Parameter]:
     found: list[Parameter] = []
     position = 0
     while position < len(rest) and len(found) < MAX_PARAMETERS:
-        if rest[position:position + 1] in (b";", b" ", b"\t"):
+        if rest[position:position + 1] in (b" ", b"\t"):
             position += 1
+            continue
+        if rest[position:position + 1] == b";":
+            position += 1
+            if rest[position:].lstrip(b" \t")[:1] == b";":
+                malformed.append("empty-parameter")  # ";;": some parsers stop reading
             continue
         name = _PARAM_NAME.match(rest, position)
         if name is None:
