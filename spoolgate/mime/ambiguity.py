@@ -263,7 +263,8 @@ class _Walk:
         if watched and any(m != "type" for m in read.malformed):
             self.note("parameter-syntax", where, f"{header}: {','.join(read.malformed)}")
         for parameter in read.parameters:
-            if parameter.needs_quotes and base_name(parameter) in ("name", "filename"):
+            if (parameter.needs_quotes and not is_extended(parameter)
+                    and parameter.name in ("name", "filename")):
                 self.note("parameter-syntax", where, f"{header}: {parameter.name} unquoted")
         for name in _WATCHED_PARAMETERS:
             plain = plain_value(read.parameters, name)
