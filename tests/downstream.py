@@ -492,15 +492,18 @@ class DovecotLmtp:
     DATA. Users in *over_quota* have a one-byte quota and ``lmtp_rcpt_check_quota = no``,
     so they are accepted at RCPT and get ``552 5.2.2 <addr> Quota exceeded`` in their own
     reply after the final dot while the other recipients get ``250 2.0.0``. With *tls*
-    (see :func:`make_tls_files`), IMAP offers STARTTLS with that certificate.
+    (see :func:`make_tls_files`), IMAP offers STARTTLS with that certificate. With
+    *fast_storage*, Dovecot does not fsync (for tests that APPEND thousands of messages).
     """
 
     def __init__(self, folder: Path, port: int,
                  users: Sequence[str] = ("alice@example.test", "bob@example.test",
                                          "carol@example.test"),
                  imap_port: int | None = None, *, over_quota: Sequence[str] = (),
-                 hostname: str = "mailstore.test", tls: TlsFiles | None = None) -> None:
+                 hostname: str = "mailstore.test", tls: TlsFiles | None = None,
+                 fast_storage: bool = False) -> None:
         self.tls = tls
+        self.fast_storage = fast_storage
         self.folder = folder
         self.port = port
         self.users = tuple(dict.fromkeys([*users, *over_quota]))
@@ -629,6 +632,7 @@ disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
 mail_location = maildir:~/Maildir
+{"mail_fsync = never" if self.fast_storage else ""}
 first_valid_uid = 1
 mail_plugins = quota
 lmtp_rcpt_check_quota = no

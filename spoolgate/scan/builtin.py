@@ -12,7 +12,8 @@ ClamAV would, so the domain's virus action applies; it detects no real virus.
 
 The work is CPU (parsing, rules, tokens), blocking DNS and store reads, so it runs on a
 thread pool and never on the event loop. A parse that a limit cut short is reported as
-``unscannable`` (part of the message was not looked at), never as clean.
+``unscannable`` (part of the message was not looked at), never as clean, and so is a
+structure MIME parsers read differently (:mod:`spoolgate.mime.ambiguity`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from concurrent.futures import Executor
 
 from spoolgate.mail.verdict import AuthResult, Findings, Symbol
+from spoolgate.mime.ambiguity import unscannable_reason
 from spoolgate.mime.parse import Limits, ParsedMessage, parse_message
 from spoolgate.scan.attachments import AttachmentRules, inspect_attachments
 from spoolgate.scan.authentication import Authenticator, auth_symbols
@@ -62,7 +64,7 @@ class BuiltinScanner:
         parsed = request.parsed or parse_message(request.data, self._limits)
         symbols = [*_gtube(request.data, parsed),
                    *header_symbols(parsed, request.envelope, self._context)]
-        unscannable = _truncation(parsed)
+        unscannable = _truncation(parsed) or unscannable_reason(request.data, self._limits)
         found = inspect_attachments(parsed, self._attachments)
         symbols.extend(found.symbols)
         unscannable = unscannable or found.unscannable

@@ -217,3 +217,43 @@ def test_a_store_outage_while_scanning_is_a_452_in_one_log_line(gateway_factory)
     assert len(failures) == 1 and "while scanning, answered 452 4.3.1" in failures[0]
     assert "crashed" not in gateway.log and "Traceback" not in gateway.log
     assert _send(gateway, CLEAN)[0] == 250  # the store is back: so is the mail
+
+
+def _zip_with_exe() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("invoice.exe", b"MZ" + b"\x00" * 64)
+    return buffer.getvalue()
+
+
+def _alternative_inside_mixed(outer: bytes, inner: bytes) -> bytes:
+    """The malware message of issue 14: text and HTML in a multipart/alternative, then a
+    zip holding an .exe, all in a multipart/mixed."""
+    attachment = base64.encodebytes(_zip_with_exe()).replace(b"\n", b"\r\n")
+    return (HEADERS + b"Subject: your invoice\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/mixed; boundary="' + outer + b'"\r\n\r\n'
+            b"--" + outer + b"\r\n"
+            b'Content-Type: multipart/alternative; boundary="' + inner + b'"\r\n\r\n'
+            b"--" + inner + b"\r\nContent-Type: text/plain\r\n\r\nSee the invoice.\r\n"
+            b"--" + inner + b"\r\nContent-Type: text/html\r\n\r\n<p>See the invoice.</p>\r\n"
+            b"--" + inner + b"--\r\n"
+            b"--" + outer + b"\r\n"
+            b'Content-Type: application/zip; name="invoice.zip"\r\n'
+            b'Content-Disposition: attachment; filename="invoice.zip"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + attachment +
+            b"--" + outer + b"--\r\n")
+
+
+def test_an_inner_multipart_reusing_the_outer_boundary_is_quarantined_not_passed(
+        gateway_factory) -> None:
+    gateway = gateway_factory()
+    # With its own boundary the zip is seen and the .exe in it refused.
+    assert _send(gateway, _alternative_inside_mixed(b"B-outer", b"B-inner"))[0] == 550
+    # Reusing the outer boundary hides the zip from Python's parser (Dovecot and mail apps
+    # still list it): the structure is ambiguous, so unscannable, so quarantined.
+    assert _send(gateway, _alternative_inside_mixed(b"B-outer", b"B-outer"))[0] == 250
+    (entry,) = _queue(gateway)
+    assert [r["state"] for r in entry["recipients"]] == ["quarantined"]
+    events = json.loads(gateway.cli("queue", "show", entry["queue_id"], "--json").stdout)
+    (scanned,) = [e["detail"] for e in events["events"] if e["kind"] == "scanned"]
+    assert scanned.startswith("action=quarantine") and "boundary-reused" in scanned
