@@ -21,12 +21,21 @@ PG_ADMIN_URL = os.environ.get("SPOOLGATE_TEST_PG",
 CORPUS = Path(os.environ.get("SPOOLGATE_CORPUS", ROOT.parent / "shared" / "corpus"))
 
 
+def open_to_daemons(path: Path) -> Path:
+    """Let daemons that run as other users (spamd as nobody, Dovecot, Postfix) enter *path*
+    and the two folders above it, pytest's own (mode 0700); never a shared temp folder
+    (with ``--basetemp=/tmp/x`` the second parent is /tmp itself, which must stay 1777)."""
+    for each in (path, path.parent, path.parent.parent):
+        if each.stat().st_mode & 0o1002:  # sticky or world-writable: shared, leave it
+            break
+        each.chmod(0o755)
+    return path
+
+
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     """A work folder that daemons running as other users can also enter."""
-    for path in (tmp_path, tmp_path.parent, tmp_path.parent.parent):
-        path.chmod(0o755)
-    return tmp_path
+    return open_to_daemons(tmp_path)
 
 
 @pytest.fixture(scope="session")

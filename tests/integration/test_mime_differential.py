@@ -41,6 +41,7 @@ from spoolgate.mime.parse import parse_message
 from spoolgate.scan.base import ScanRequest
 from spoolgate.scan.builtin import BuiltinScanner
 from tests.bodystructure import Item, Leaf, fetch_structures, leaves
+from tests.conftest import open_to_daemons
 from tests.downstream import PASSWORD, DovecotLmtp
 from tests.gateway_process import free_port
 from tests.integration.test_corpus import as_sent, message_files
@@ -57,8 +58,7 @@ ENVELOPE = Envelope("a@remote.test", (Recipient("b@example.test"),),
 def imap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[imaplib.IMAP4]:
     """One Dovecot for the module, and one IMAP session to it."""
     folder = tmp_path_factory.mktemp("dovecot")
-    for path in (folder, folder.parent, folder.parent.parent):
-        path.chmod(0o755)
+    open_to_daemons(folder)  # spamd and Dovecot run as other users (RECIPES.md)
     with DovecotLmtp(folder, free_port(), users=(USER,), imap_port=free_port(),
                      fast_storage=True) as dovecot:
         client = imaplib.IMAP4("127.0.0.1", dovecot.imap_port, timeout=60)

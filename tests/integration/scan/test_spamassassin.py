@@ -12,6 +12,7 @@ from spoolgate.mail.envelope import ClientInfo, Envelope, Recipient
 from spoolgate.mail.verdict import Findings
 from spoolgate.scan.base import ScanRequest
 from spoolgate.scan.spamassassin import TRUNCATED, SpamAssassinScanner
+from tests.conftest import open_to_daemons
 from tests.gateway_process import free_port
 from tests.spamd import GTUBE, Spamd
 
@@ -27,8 +28,7 @@ GTUBE_MESSAGE = (b"From: a@remote.test\r\nTo: b@example.test\r\nSubject: test\r\
 def spamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spamd]:
     """One spamd per module; Bayes scores after a single learn of each kind."""
     folder = tmp_path_factory.mktemp("spamd")
-    for path in (folder, folder.parent, folder.parent.parent):
-        path.chmod(0o755)  # spamd runs as nobody (RECIPES.md: folder permissions)
+    open_to_daemons(folder)  # spamd and Dovecot run as other users (RECIPES.md)
     with Spamd(folder, free_port(),
                config=("bayes_min_spam_num 1", "bayes_min_ham_num 1")) as daemon:
         yield daemon
