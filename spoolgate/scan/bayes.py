@@ -20,7 +20,7 @@ import heapq
 import itertools
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from spoolgate.mail.verdict import Symbol
@@ -35,7 +35,6 @@ MAX_SHAPE_TEXT = 20_000  # characters of a text part whose case and punctuation 
 MAX_URLS = 100  # URLs tokenized per text part
 MAILER_HEADERS = ("x-mailer", "user-agent")
 MAX_HEADER_NAMES = 200  # header fields counted per message
-MAX_RECIPIENT_DOMAINS = 20  # To/Cc addresses whose domain is a token
 
 STRENGTH = 1.0  # Robinson's s: how much weight the prior x has against the evidence
 PRIOR = 0.5  # Robinson's x: the probability of a token never seen
@@ -69,8 +68,6 @@ BAYES_MAX_SCORE = 6.0  # the score at probability 1.0, where BAYES_999 ends
 _URL = re.compile(r"(?i)(?:\b(https?://|ftp://)|\bwww\.)([a-z0-9-]+(?:\.[a-z0-9-]+)+)"
                   r"((?:[/?#][^\s\"'<>]*)?)")
 _URL_PIECE = re.compile(r"[/?#&=.:;,+_%~!-]+")
-_RECEIVED_HOST = re.compile(r"(?i)\b(?:from|by)\s+([a-z0-9-]+(?:\.[a-z0-9-]+)+)")
-_RECEIVED_IP = re.compile(r"[\[(](\d{1,3}(?:\.\d{1,3}){3})[\])]")
 _IP_HOST = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 _BASE64_CHUNK = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
 _WORDISH = re.compile(r"[\w$%@'.-]+")
@@ -98,9 +95,14 @@ def tokenize(parsed: ParsedMessage) -> frozenset[str]:
     Body words (``skip:`` tokens for long ones), the case and punctuation of body and
     Subject (``body:upper:3``, ``subject:mark:!!``), URLs (``proto:``, ``url:`` host and
     parent domains, path and query pieces), and prefixed header tokens: Subject words, the
-    From/Reply-To/Return-Path addresses, To/Cc count and domains, mailer, encoding, MIME
-    defects, header field names, Received domains and IP /16s, the Message-ID's domain,
-    part types, charsets and attachment extensions.
+    From and Reply-To addresses, the To/Cc count, mailer, encoding, MIME defects, the names
+    of the header fields the sender wrote, part types, charsets and attachment extensions.
+
+    Nothing that the path to the mailbox wrote is a token: not the Received chain, the
+    fields above its oldest line (Delivered-To, the collector's client and filter marks),
+    the Return-Path, the Message-ID's host or the recipients' domains. They tell which
+    site collected a message, not whether it is spam, and a classifier that learns them
+    learns its training collection (issue 14).
     """
     tokens: set[str] = set(_header_tokens(parsed))
     for text, markup in _texts(parsed):
@@ -181,7 +183,6 @@ def _header_tokens(parsed: ParsedMessage) -> Iterator[str]:
     yield from _address_tokens("reply-to", first.get("reply-to", ""), with_address=False)
     for name in MAILER_HEADERS:
         yield from (f"mailer:{word}" for word in words(first.get(name, "")))
-    yield from _address_tokens("return-path", first.get("return-path", ""), with_address=False)
     yield from _recipient_tokens(parsed)
     encoding = first.get("content-transfer-encoding", "").strip().lower()
     if encoding:
@@ -199,41 +200,33 @@ def _header_tokens(parsed: ParsedMessage) -> Iterator[str]:
 
 
 def _header_shape(parsed: ParsedMessage) -> Iterator[str]:
-    """Which header fields a message has and how often, and where its Message-ID was made:
-    mailers and list servers leave marks that say more than words (as SpamBayes' tokenizer)."""
+    """Which header fields the sender wrote and how often: mailers and list servers leave
+    marks that say more than words (as SpamBayes' tokenizer); and whether it has a
+    Message-ID at all."""
     counts: dict[str, int] = {}
-    for name, _ in parsed.headers[:MAX_HEADER_NAMES]:
+    for name, _ in originator_fields(parsed.headers[:MAX_HEADER_NAMES]):
         key = name.lower()[:MAX_WORD * 2]
         counts[key] = counts.get(key, 0) + 1
     for name, count in counts.items():
         yield f"header:{name}:{min(count, 3)}"
-    for name, value in parsed.headers[:MAX_HEADER_NAMES]:
-        if name.lower() == "received":
-            yield from (f"received:{host}" for host in _received_hosts(value))
-    right = parsed.message_id.strip().strip("<>").rpartition("@")[2].lower()
-    yield f"message-id:@{right[:MAX_WORD * 2]}" if right else "message-id:none"
+    if not parsed.message_id.strip():
+        yield "message-id:none"
+
+
+def originator_fields(headers: Sequence[tuple[str, str]]) -> Sequence[tuple[str, str]]:
+    """The header fields below the oldest Received field: what the sender's program wrote.
+    Relays prepend theirs, and so do the collector's server and client (Delivered-To,
+    X-UIDL, filter verdicts); all of them stand above it."""
+    oldest = max((i for i, (name, _) in enumerate(headers) if name.lower() == "received"),
+                 default=-1)
+    return headers[oldest + 1:]
 
 
 def _recipient_tokens(parsed: ParsedMessage) -> Iterator[str]:
-    """How many To/Cc addresses (bucketed) and their domains: lists and colleagues write to
-    a few known domains, bulk senders to one stranger or many."""
-    listed = addresses(parsed.to, parsed.cc)
-    count = len(listed)
+    """How many To/Cc addresses (bucketed): colleagues write to a few, bulk senders to one
+    stranger or many. (Their domains are the company's own: no token.)"""
+    count = len(addresses(parsed.to, parsed.cc))
     yield f"to:count:{count if count < 3 else '3-9' if count < 10 else 'many'}"
-    for _, address in listed[:MAX_RECIPIENT_DOMAINS]:
-        if "@" in address:
-            yield f"to:domain:{address.rpartition('@')[2].lower()}"
-
-
-def _received_hosts(value: str) -> Iterator[str]:
-    """The domains (last two labels) a Received line names after from/by: the path a
-    message took, which the mailers of a company's correspondents keep stable."""
-    for host in _RECEIVED_HOST.findall(value[:1000]):
-        host = host.lower().strip(".")
-        if not _IP_HOST.match(host) and "." in host:
-            yield ".".join(host.split(".")[-2:])
-    for ip in _RECEIVED_IP.findall(value[:1000]):
-        yield "ip:" + ".".join(ip.split(".")[:2])
 
 
 def _address_tokens(name: str, value: str, with_address: bool = True) -> Iterator[str]:
@@ -374,7 +367,8 @@ class BayesClassifier:
     def learn(self, parsed: ParsedMessage, raw: bytes, spam: bool) -> bool:
         """Learn one message; False when it was already learned with this label."""
         return self.store.learn(_fingerprint(parsed.message_id, raw), tokenize(parsed), spam,
-                                ngrams.features(raw), step=ngrams.learn_step)
+                                ngrams.features(raw), step=ngrams.learn_step,
+                                weigh=ngrams.class_weight)
 
     def learn_many(self, messages: Iterable[tuple[bytes, bool]]) -> tuple[int, int]:
         """Learn (raw message, spam) pairs in batches, in their order (which the n-gram
@@ -383,7 +377,8 @@ class BayesClassifier:
 
         Input with no header at all (not a message) is passed over.
         """
-        return self.store.learn_many(_learn_items(messages), step=ngrams.learn_step)
+        return self.store.learn_many(_learn_items(messages), step=ngrams.learn_step,
+                                     weigh=ngrams.class_weight)
 
 
 def _learn_items(messages: Iterable[tuple[bytes, bool]]) -> Iterator[LearnItem]:

@@ -2,7 +2,9 @@
 
 It reads the message through the one parse of :mod:`spoolgate.mime` and adds up:
 GTUBE (in the raw bytes or any decoded text part), the header and structure heuristics of
-:mod:`spoolgate.scan.heuristics`, the attachment rules of :mod:`spoolgate.scan.attachments`,
+:mod:`spoolgate.scan.heuristics`, the content rules of :mod:`spoolgate.scan.content` (what
+spam says, how it hides it, the shapes of its links), the marks of bulk-mailing software
+of :mod:`spoolgate.scan.ratware`, the attachment rules of :mod:`spoolgate.scan.attachments`,
 SPF/DKIM/DMARC from :mod:`spoolgate.scan.authentication` (also returned as
 authentication results for the ``Authentication-Results`` header), and the Bayes
 classifier of :mod:`spoolgate.scan.bayes` with its n-gram model once they have been trained.
@@ -29,7 +31,9 @@ from spoolgate.scan.attachments import AttachmentRules, inspect_attachments
 from spoolgate.scan.authentication import Authenticator, auth_symbols
 from spoolgate.scan.base import ScanRequest
 from spoolgate.scan.bayes import BayesClassifier
+from spoolgate.scan.content import content_symbols
 from spoolgate.scan.heuristics import HeuristicsContext, header_symbols
+from spoolgate.scan.ratware import ratware_symbols
 from spoolgate.scan.signatures import message_hits, virus_findings
 
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -63,7 +67,8 @@ class BuiltinScanner:
         started = time.monotonic()
         parsed = request.parsed or parse_message(request.data, self._limits)
         symbols = [*_gtube(request.data, parsed),
-                   *header_symbols(parsed, request.envelope, self._context)]
+                   *header_symbols(parsed, request.envelope, self._context),
+                   *content_symbols(parsed), *ratware_symbols(parsed)]
         unscannable = _truncation(parsed) or unscannable_reason(request.data, self._limits)
         found = inspect_attachments(parsed, self._attachments)
         symbols.extend(found.symbols)

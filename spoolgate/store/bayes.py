@@ -9,7 +9,8 @@ webmail's "spam" and "not spam" buttons need. Counts never go below zero.
 
 The n-gram model (:mod:`spoolgate.scan.ngrams`) learns by gradient steps, which the
 caller passes as a function: a batch reads the weights of its messages' features, takes
-the steps in order in memory, and adds the changes to the stored weights (an addition,
+the steps in order in memory, each weighted for its class by the caller's function of
+the totals learned so far, and adds the changes to the stored weights (an addition,
 so two nodes learning at once both count). Its steps cannot be undone exactly, so a
 message moved to the other label takes a step towards it. A message learned before the
 model existed is learned into it when it is learned again with the same label.
@@ -43,8 +44,15 @@ _IN_CHUNK = 900  # values per IN list, under every SQLite build's variable limit
 _ROW_CHUNK = 5_000  # rows per executemany
 NGRAMS = "ngrams"  # the bayes_totals row counting the messages the n-gram model learned
 
-NgramStep = Callable[[MutableMapping[int, float], Collection[int], bool], None]
-"""One learning step of the n-gram model: (weights, a message's features, spam), in place."""
+NgramStep = Callable[[MutableMapping[int, float], Collection[int], bool, float], None]
+"""One learning step of the n-gram model: (weights, a message's features, spam, the weight
+of the message's class), in place."""
+ClassWeight = Callable[[bool, int, int], float]
+"""The weight of a step for (spam, spam learned, ham learned): balances the classes."""
+
+
+def _unweighted(spam: bool, learned_spam: int, learned_ham: int) -> float:
+    return 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,22 +98,25 @@ class BayesStore:
             self._lock.close()
 
     def learn(self, fingerprint: str, tokens: Collection[str], spam: bool,
-              features: Collection[int] = (), step: NgramStep | None = None) -> bool:
+              features: Collection[int] = (), step: NgramStep | None = None,
+              weigh: ClassWeight = _unweighted) -> bool:
         """Learn one message; False when it was already learned with this label."""
         return sum(self.learn_many([LearnItem(fingerprint, tokens, spam, features)],
-                                   step=step)) == 1
+                                   step=step, weigh=weigh)) == 1
 
     def learn_many(self, items: Iterable[LearnItem], batch_size: int = BATCH_SIZE,
-                   step: NgramStep | None = None) -> tuple[int, int]:
+                   step: NgramStep | None = None,
+                   weigh: ClassWeight = _unweighted) -> tuple[int, int]:
         """Learn *items*, committing every *batch_size*; return how many spam and how many
         ham changed anything.
 
-        With *step*, the n-gram model learns them too, in their order.
+        With *step*, the n-gram model learns them too, in their order, each step weighted
+        by *weigh* of the totals learned once its batch is counted.
         """
         spam = ham = 0
         for batch in _batched(items, batch_size):
             with self._store.writing() as conn:
-                changed = _learn_batch(conn, batch, step)
+                changed = _learn_batch(conn, batch, step, weigh)
             spam += sum(item.spam for item in changed)
             ham += sum(not item.spam for item in changed)
         return spam, ham
@@ -162,7 +173,7 @@ def _batched(items: Iterable, size: int) -> Iterator[list]:
 
 
 def _learn_batch(conn: sa.Connection, batch: Sequence[LearnItem],
-                 step: NgramStep | None) -> list[LearnItem]:
+                 step: NgramStep | None, weigh: ClassWeight) -> list[LearnItem]:
     """Learn one batch; return the items that changed anything."""
     latest = {item.fingerprint: item for item in batch}  # a message's last label wins
     now = time.time()
@@ -183,7 +194,8 @@ def _learn_batch(conn: sa.Connection, batch: Sequence[LearnItem],
         unmodelled = {fp for fp, (_, ngrams) in known.items() if not ngrams}
         _mark_modelled(conn, sorted(unmodelled))
         changed |= unmodelled
-        _learn_ngrams(conn, [item for fp, item in latest.items() if fp in changed], step)
+        _learn_ngrams(conn, [item for fp, item in latest.items() if fp in changed], step,
+                      _weights_of_classes(conn, weigh))
         _apply_total(conn, NGRAMS, len(new) + len(unmodelled))
     return [item for fp, item in latest.items() if fp in changed]
 
@@ -253,14 +265,23 @@ def _read_weights(conn: sa.Connection, features: Collection[int]) -> dict[int, f
     return {feature: weight for feature, weight in conn.execute(query, {"values": values})}
 
 
-def _learn_ngrams(conn: sa.Connection, items: list[LearnItem], step: NgramStep) -> None:
-    """Take *step* for each of *items* in order; add the weights' changes to the store."""
+def _weights_of_classes(conn: sa.Connection, weigh: ClassWeight) -> dict[bool, float]:
+    t = schema.bayes_totals
+    rows = dict(conn.execute(sa.select(t.c.label, t.c.messages)).all())
+    spam, ham = int(rows.get("spam", 0)), int(rows.get("ham", 0))
+    return {label: weigh(label, spam, ham) for label in (True, False)}
+
+
+def _learn_ngrams(conn: sa.Connection, items: list[LearnItem], step: NgramStep,
+                  importance: dict[bool, float]) -> None:
+    """Take *step* for each of *items* in order, weighted by *importance* of its class;
+    add the weights' changes to the store."""
     if not items:
         return
     weights = _read_weights(conn, sorted(set().union(*(item.features for item in items))))
     before = dict(weights)
     for item in items:
-        step(weights, item.features, item.spam)
+        step(weights, item.features, item.spam, importance[item.spam])
     t = schema.ngram_weights
     insert = _insert(conn, t)
     statement = insert.on_conflict_do_update(
