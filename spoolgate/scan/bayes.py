@@ -64,6 +64,12 @@ BAYES_BANDS: tuple[tuple[float, str, float], ...] = (
     (0.0, "BAYES_00", -2.5),
 )
 BAYES_MAX_SCORE = 6.0  # the score at probability 1.0, where BAYES_999 ends
+# Both learned opinions together add at most this: enough to tag a message (5) on their
+# own, not to quarantine (10) or reject (15) it without the rules' agreement. A model
+# trained on other mail than it scans is at its most confident where it is wrong (a
+# newsletter to a model that learned only mailing lists: bench/accuracy, issue 14), and
+# a poisoned one must not decide alone.
+LEARNED_MAX_SCORE = 6.0
 
 _URL = re.compile(r"(?i)(?:\b(https?://|ftp://)|\bwww\.)([a-z0-9-]+(?:\.[a-z0-9-]+)+)"
                   r"((?:[/?#][^\s\"'<>]*)?)")
@@ -354,7 +360,12 @@ class BayesClassifier:
         if modelled < self.min_spam + self.min_ham:
             return [symbol]
         found = ngrams.features(raw)
-        return [symbol, ngrams.ngram_symbol(self.store.weight_sum(found))]
+        model = ngrams.ngram_symbol(self.store.weight_sum(found))
+        room = LEARNED_MAX_SCORE - symbol.score
+        if model.score > room:
+            model = Symbol(model.name, round(room, 3), f"{model.detail} (capped: with "
+                           f"Bayes at most {LEARNED_MAX_SCORE:g})")
+        return [symbol, model]
 
     def _bayes(self, parsed: ParsedMessage, nspam: int,
                nham: int) -> tuple[float | None, Symbol | None]:

@@ -189,6 +189,7 @@ LINK_RULES: dict[str, tuple[float, str]] = {
     "WORDS_SPELLED_APART": (2.5, "words spelled apart or with digits for letters"),
     "INVISIBLE_CHARACTERS": (1.5, "invisible characters inside words"),
     "SUBJECT_HAS_RECIPIENT": (1.5, "Subject addresses the recipient by the mailbox name"),
+    "WORD_SALAD": (2.5, "random words to poison statistical filters (hash-buster text)"),
 }
 _SHORTENERS = frozenset("""bit.ly tinyurl.com goo.gl t.co ow.ly is.gd buff.ly tiny.cc
     rebrand.ly cutt.ly shorturl.at rb.gy t.ly s.id v.gd x.co lnkd.in""".split())
@@ -197,6 +198,20 @@ _HREF = re.compile(r"(?i)(?:href|src|action)\s*=\s*[\"']?([^\s\"'<>]+)")
 _HOST = re.compile(r"(?i)^(?:https?://)?(?:([^/?#@]*)@)?([^/?#:]*)(?::(\d+))?")
 _IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$|^0x[0-9a-f]+$|^\d{8,10}$", re.I)
 _LABEL_RANDOM = re.compile(r"^(?=.*\d)(?=.*[a-z])[a-z0-9]{12,}$|^[bcdfghjklmnpqrstvwxz]{6,}$")
+# Word salad: text made by drawing words at random, to drown a message's words in ones
+# filters learned as ham. English never puts an article before an article, preposition
+# or conjunction ("the of", "a and"), a preposition before a preposition or conjunction
+# ("of to", "in and"), or two conjunctions together; random text does it every few
+# lines. Counted over the visible text: SALAD_PAIRS of them, and SALAD_RATE per 100 words.
+_ARTICLES = frozenset({"the", "a", "an"})
+_PREPOSITIONS = frozenset({"of", "in", "to", "for", "on", "by", "with", "at", "from", "into"})
+_CONJUNCTIONS = frozenset({"and", "or", "but", "nor"})
+_UNGRAMMATICAL = frozenset(
+    {(x, y) for x in _ARTICLES for y in _ARTICLES | _PREPOSITIONS | _CONJUNCTIONS}
+    | {(x, y) for x in _PREPOSITIONS for y in _PREPOSITIONS | _CONJUNCTIONS}
+    | {(x, y) for x in _CONJUNCTIONS for y in _CONJUNCTIONS})
+_SALAD_TOKEN = re.compile(r"[A-Za-z]+|[^\sA-Za-z]")
+SALAD_PAIRS, SALAD_RATE = 4, 1.0
 _SUBJECT_TAGS = re.compile(r"\[[^\]]*\]|\([^)]*\)")  # [list-name] tags, not a greeting
 _REDIRECT = re.compile(r"(?i)[?&][a-z_]*(?:url|redirect|goto|link|target|dest|u)=(?:https?|www)")
 
@@ -294,6 +309,9 @@ def _tricks(parsed: ParsedMessage, subject: str, text: str) -> Iterator[tuple[st
     hidden = _INVISIBLE.search(parsed.subject) or _INVISIBLE.search(_raw_text(parsed))
     if hidden:
         yield "INVISIBLE_CHARACTERS", f"U+{ord(hidden.group()):04X}"
+    salad = _word_salad(text)
+    if salad:
+        yield "WORD_SALAD", salad
     mailbox = _recipient_mailbox(parsed)
     untagged = _SUBJECT_TAGS.sub(" ", subject)
     if mailbox and re.search(rf"(?i)(?<![\w@.]){re.escape(mailbox)}(?![\w@:])", untagged):
@@ -309,6 +327,16 @@ def _spelled_apart(text: str) -> str:
         word = match.group().lower()
         if not word.isdigit() and word.translate(_LEET) in _TARGET_WORDS and word not in _TARGET_WORDS:
             return match.group()
+    return ""
+
+
+def _word_salad(text: str) -> str:
+    """How ungrammatical *text* is, when it reads as words drawn at random; else ""."""
+    tokens = [t.lower() for t in _SALAD_TOKEN.findall(text[:MAX_TEXT])]
+    words = sum(t.isalpha() for t in tokens)
+    pairs = sum((x, y) in _UNGRAMMATICAL for x, y in zip(tokens, tokens[1:], strict=False))
+    if pairs >= SALAD_PAIRS and pairs * 100 >= SALAD_RATE * max(words, 1):
+        return f"{pairs} impossible word pairs in {words} words"
     return ""
 
 
