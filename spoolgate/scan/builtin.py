@@ -4,7 +4,8 @@ It reads the message through the one parse of :mod:`spoolgate.mime` and adds up:
 GTUBE (in the raw bytes or any decoded text part), the header and structure heuristics of
 :mod:`spoolgate.scan.heuristics`, the content rules of :mod:`spoolgate.scan.content` (what
 spam says, how it hides it, the shapes of its links), the marks of bulk-mailing software
-of :mod:`spoolgate.scan.ratware`, the attachment rules of :mod:`spoolgate.scan.attachments`,
+of :mod:`spoolgate.scan.ratware`, the botnet marks of the client that handed the message to
+the receiving site (:mod:`spoolgate.scan.origin`), the attachment rules of :mod:`spoolgate.scan.attachments`,
 SPF/DKIM/DMARC from :mod:`spoolgate.scan.authentication` (also returned as
 authentication results for the ``Authentication-Results`` header), and the Bayes
 classifier of :mod:`spoolgate.scan.bayes` with its n-gram model once they have been trained.
@@ -33,6 +34,7 @@ from spoolgate.scan.base import ScanRequest
 from spoolgate.scan.bayes import BayesClassifier
 from spoolgate.scan.content import content_symbols
 from spoolgate.scan.heuristics import HeuristicsContext, header_symbols
+from spoolgate.scan.origin import origin_symbols
 from spoolgate.scan.ratware import ratware_symbols
 from spoolgate.scan.signatures import message_hits, virus_findings
 
@@ -68,7 +70,8 @@ class BuiltinScanner:
         parsed = request.parsed or parse_message(request.data, self._limits)
         symbols = [*_gtube(request.data, parsed),
                    *header_symbols(parsed, request.envelope, self._context),
-                   *content_symbols(parsed), *ratware_symbols(parsed)]
+                   *content_symbols(parsed), *ratware_symbols(parsed),
+                   *origin_symbols(parsed.headers)]
         unscannable = _truncation(parsed) or unscannable_reason(request.data, self._limits)
         found = inspect_attachments(parsed, self._attachments)
         symbols.extend(found.symbols)
