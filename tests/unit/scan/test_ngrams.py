@@ -8,7 +8,7 @@ import math
 import pytest
 
 from spoolgate.scan import ngrams
-from spoolgate.scan.ngrams import MAX_BYTES, MAX_SCORE, RATE, SCALE, SYMBOL
+from spoolgate.scan.ngrams import MAX_BYTES, MAX_SCORE, MIN_SCORE, RATE, SCALE, SYMBOL
 
 MESSAGE = (b"From: Alice <alice@remote.test>\n"
            b"Subject: Lunch\n"
@@ -87,7 +87,7 @@ def test_repeated_steps_separate_spam_from_ham() -> None:
 
 
 @pytest.mark.parametrize(("odds", "score"), [
-    (0.0, 0.0), (1.0, SCALE), (-1.25, -1.25 * SCALE), (40.0, MAX_SCORE), (-1e9, -MAX_SCORE)])
+    (0.0, 0.0), (1.0, SCALE), (-0.75, -0.75 * SCALE), (40.0, MAX_SCORE), (-1e9, MIN_SCORE)])
 def test_the_symbol_is_scaled_log_odds_within_its_bounds(odds: float, score: float) -> None:
     symbol = ngrams.ngram_symbol(odds)
 
