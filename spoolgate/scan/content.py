@@ -157,7 +157,8 @@ RULES: tuple[ContentRule, ...] = (
     _rule("PHRASE_PRICE_LIST", 0.8, "lists prices", Where.BODY,
           r"(?:\$\s?\d+(?:\.\d\d)?\b.{0,60}){3}"),
     _rule("SUBJECT_SHOUTS", 1.5, "Subject in capitals or with repeated ! or $", Where.SUBJECT,
-          r"(?:!!|\$\$|!\s*$|^(?=[^a-z]*[A-Z]{3}[^a-z]*$)(?=(?:[^A-Za-z]*[A-Za-z]){8}).*$)"),
+          # capitals are told from small letters case-sensitively: under re.I [^a-z] is no letter
+          r"(?:!!|\$\$|!\s*$|^(?-i:(?=[^a-z]*[A-Z]{3}[^a-z]*$)(?=(?:[^A-Za-z]*[A-Za-z]){8})).*$)"),
     _rule("SUBJECT_MONEY", 1.0, "Subject names an amount of money or a percentage",
           Where.SUBJECT, r"(?:\$\s?\d|\d\s?%|\d+ ?(?:usd|eur|dollars)\b)"),
 )
