@@ -261,7 +261,9 @@ _SHORTENERS = frozenset("""bit.ly tinyurl.com goo.gl t.co ow.ly is.gd buff.ly ti
     rebrand.ly cutt.ly shorturl.at rb.gy t.ly s.id v.gd x.co lnkd.in""".split())
 _LINK = re.compile(r"(?i)\b(?:https?://|www\.)[^\s\"'<>()]+")
 _HREF = re.compile(r"(?i)(?:href|src|action)\s*=\s*[\"']?([^\s\"'<>]+)")
-_HOST = re.compile(r"(?i)^(?:https?://)?(?:([^/?#@]*)@)?([^/?#:]*)(?::(\d+))?")
+# A host may be written in character references (www&#46;evil): "#" ends it otherwise.
+_HOST = re.compile(r"(?i)^(?:https?://)?(?:([^/?#@]*)@)?((?:&#x?[0-9a-f]+;?|[^/?#:])*)"
+                   r"(?::(\d+))?")
 _IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$|^0x[0-9a-f]+$|^\d{8,10}$", re.I)
 _LABEL_RANDOM = re.compile(r"^(?=.*\d)(?=.*[a-z])[a-z0-9]{12,}$|^[bcdfghjklmnpqrstvwxz]{6,}$")
 _SUBJECT_TAGS = re.compile(r"\[[^\]]*\]|\([^)]*\)")  # [list-name] tags, not a greeting
