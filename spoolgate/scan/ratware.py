@@ -42,9 +42,11 @@ _OUTLOOK_EXPRESS = re.compile(r"(?i)\boutlook express\b")
 # letters A-P (Outlook 2000 in Internet-only mode), or Microsoft's own servers.
 _OUTLOOK_MSGID = re.compile(r"\$[0-9a-fA-F]{6,8}\$|^<[A-P]{28}\.|@[\w.-]*outlook\.com>"
                             r"|@[\w.-]*\.prod\.")
-_RATWARE_SUBJECT = re.compile(r"\S {6,}\S|\s{2,}[0-9a-z]{1,6}[.:][0-9]{1,5}\s*$"
-                              r"|\s{3,}[0-9.]{2,}\s*$|\s[0-9a-z]{8,}\s*$(?<=[0-9][a-z]|[a-z][0-9])",
-                              re.I)
+# A run of spaces is entered at its start only ((?<!\s)): a match from inside the run is one
+# from its start too, and trying every position of 64 KiB of spaces took minutes.
+_RATWARE_SUBJECT = re.compile(r"\S {6,}\S|(?<!\s)\s{2,}[0-9a-z]{1,6}[.:][0-9]{1,5}\s*$"
+                              r"|(?<!\s)\s{3,}[0-9.]{2,}\s*$"
+                              r"|\s[0-9a-z]{8,}\s*$(?<=[0-9][a-z]|[a-z][0-9])", re.I)
 _AD_LABEL = re.compile(r"^\s*(?:\[?adv\]?\s*[:\-]|adv\s+)|未承諾広告", re.I)
 _FROM_DIGITS = re.compile(r"[a-z][0-9]{3,}$", re.I)
 _FONT_HUGE = re.compile(r"(?i)<font[^>]*\bsize\s*=\s*[\"']?\s*(?:\+[3-9]|[6-9])\b"

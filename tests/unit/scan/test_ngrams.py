@@ -93,3 +93,76 @@ def test_the_symbol_is_scaled_log_odds_within_its_bounds(odds: float, score: flo
 
     assert (symbol.name, symbol.score) == (SYMBOL, pytest.approx(score))
     assert f"{ngrams.spam_probability(odds):.4f}" in symbol.detail
+
+
+SENT = (b"From: Alice <alice@remote.test>\n"
+        b"To: bob@example.test\n"
+        b"Subject: Lunch\n"
+        b"X-Mailer: Evolution 3.36\n"
+        b"\n"
+        b"Shall we meet at noon?\n")
+
+
+def test_fields_above_and_including_the_oldest_received_are_ignored() -> None:
+    collected_once = (b"Delivered-To: bob@example.test\n"
+                      b"X-UIDL: 7d1f0c9e2a\n"
+                      b"Received: from mx.example.test by pop.example.test; Mon, 1 Jan 2024\n"
+                      b"Received: from mail.remote.test (mail.remote.test [192.0.2.1])\n"
+                      b"\tby mx.example.test with ESMTP; Mon, 1 Jan 2024 10:00:00 +0000\n")
+    collected_elsewhere = (b"X-Original-To: robert@other.test\n"
+                           b"Status: RO\n"
+                           b"Received: from relay.other.test by imap.other.test; Tue, 2 Jan 2024\n")
+
+    assert ngrams.features(collected_once + SENT) == ngrams.features(SENT)
+    assert ngrams.features(collected_elsewhere + SENT) == ngrams.features(SENT)
+
+
+def test_without_received_the_senders_fields_are_all_kept() -> None:
+    for field in (b"To: bob@example.test", b"X-Mailer: Evolution 3.36"):
+        assert ngrams.features(SENT) != ngrams.features(SENT.replace(field + b"\n", b""))
+
+
+def test_a_field_below_the_oldest_received_is_the_senders_and_kept() -> None:
+    relayed = b"Received: from a by b; Mon, 1 Jan 2024\n" + SENT
+    assert ngrams.features(relayed) != ngrams.features(relayed.replace(b"X-Mailer", b"X-Mail"))
+    # ... but Authentication-Results and X-Spam-* fields are left out wherever they are
+    verdicts = SENT.replace(b"Subject: Lunch\n", b"Subject: Lunch\nX-Spam-Flag: YES\n"
+                            b"Authentication-Results: mx.remote.test; dkim=pass\n")
+    assert ngrams.features(verdicts) == ngrams.features(SENT)
+
+
+def test_class_weight_is_one_for_balanced_totals() -> None:
+    for learned in (0, 10, 5_000):
+        assert ngrams.class_weight(True, learned, learned) == pytest.approx(1.0)
+        assert ngrams.class_weight(False, learned, learned) == pytest.approx(1.0)
+
+
+def test_the_rarer_class_weighs_more_within_max_importance() -> None:
+    spam, ham = 1_000, 5_000
+    assert ngrams.class_weight(True, spam, ham) > 1.0 > ngrams.class_weight(False, spam, ham)
+    assert ngrams.class_weight(False, ham, spam) > 1.0 > ngrams.class_weight(True, ham, spam)
+    assert ngrams.class_weight(True, 0, 10**9) == ngrams.MAX_IMPORTANCE
+    weights = [ngrams.class_weight(True, spam, ham) for spam, ham in
+               ((1, 2), (10, 1_000), (0, 10**6), (10**6, 0))]
+    assert all(0 < weight <= ngrams.MAX_IMPORTANCE for weight in weights)
+
+
+def test_a_young_store_weighs_its_classes_near_one() -> None:
+    # a handful of messages of one class: CLASS_PRIOR keeps the weight near one
+    few = ngrams.CLASS_PRIOR // 10
+    assert ngrams.class_weight(True, 0, few) == pytest.approx(1.0, abs=0.1)
+    assert ngrams.class_weight(False, 0, few) == pytest.approx(1.0, abs=0.1)
+    # ... and the same imbalance in a grown store weighs far more
+    grown = 100 * ngrams.CLASS_PRIOR
+    assert ngrams.class_weight(True, 0, grown) > ngrams.class_weight(True, 0, few) + 1
+
+
+def test_learn_step_with_importance_two_takes_twice_the_step() -> None:
+    for spam in (True, False):
+        once: dict[int, float] = {1: 0.3, 2: -0.1}
+        twice = dict(once)
+        ngrams.learn_step(once, {1, 2, 3}, spam)
+        ngrams.learn_step(twice, {1, 2, 3}, spam, importance=2.0)
+        for feature in (1, 2, 3):
+            start = {1: 0.3, 2: -0.1}.get(feature, 0.0)
+            assert twice[feature] - start == pytest.approx(2 * (once[feature] - start))

@@ -4,7 +4,7 @@ concurrent learners, the n-gram model's weights, and the upgrade of version 2 an
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, MutableMapping
 
 import pytest
 import sqlalchemy as sa
@@ -259,3 +259,42 @@ def test_a_version_10_store_keeps_its_learned_messages_out_of_the_new_model(
         bayes.close()
     finally:
         store.close()
+
+
+def test_each_step_is_weighted_by_the_totals_once_its_batch_is_counted(
+        bayes: BayesStore) -> None:
+    asked: list[tuple[bool, int, int]] = []
+    taken: list[tuple[bool, float]] = []
+
+    def weigh(spam: bool, learned_spam: int, learned_ham: int) -> float:
+        asked.append((spam, learned_spam, learned_ham))
+        return (2.0 if spam else 0.5) * (learned_spam + learned_ham)
+
+    def step(weights: MutableMapping[int, float], found: Collection[int], spam: bool,
+             importance: float) -> None:
+        taken.append((spam, importance))
+        ngrams.learn_step(weights, found, spam, importance)
+
+    items = [LearnItem("s1", {"pills"}, True, {1}), LearnItem("h1", {"minutes"}, False, {2}),
+             LearnItem("s2", {"pills"}, True, {3}), LearnItem("h2", {"lunch"}, False, {4}),
+             LearnItem("h3", {"agenda"}, False, {5})]
+
+    assert bayes.learn_many(items, batch_size=3, step=step, weigh=weigh) == (2, 3)
+
+    # first batch: 2 spam and 1 ham counted; second: 2 and 3
+    assert sorted(asked) == [(False, 2, 1), (False, 2, 3), (True, 2, 1), (True, 2, 3)]
+    assert taken == [(True, 6.0), (False, 1.5), (True, 6.0), (False, 2.5), (False, 2.5)]
+    assert bayes.weights([1, 2, 4]) == pytest.approx(
+        {1: 6.0 * ngrams.RATE / 2, 2: -1.5 * ngrams.RATE / 2, 4: -2.5 * ngrams.RATE / 2})
+
+
+def test_ngrams_class_weight_balances_a_store_of_mostly_ham(bayes: BayesStore) -> None:
+    items = [LearnItem(f"h{n}", {f"h{n}"}, False, {n}) for n in range(200)]
+    items.append(LearnItem("s1", {"s1"}, True, {1_000}))
+    bayes.learn_many(items, step=ngrams.learn_step, weigh=ngrams.class_weight)
+
+    spam_step = bayes.weights([1_000])[1_000]
+    ham_step = -bayes.weights([0])[0]
+    assert spam_step / ham_step == pytest.approx(
+        ngrams.class_weight(True, 1, 200) / ngrams.class_weight(False, 1, 200))
+    assert spam_step > ham_step
