@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from spoolgate.mail.envelope import Envelope
 from spoolgate.mail.verdict import Symbol
-from spoolgate.mime.parse import ParsedMessage, addresses, html_to_text
+from spoolgate.mime.parse import ParsedMessage, addresses, defuse_unclosed_tags, html_to_text
 
 # name: (score, description). Scores in SpamAssassin's scale: 5 tags a message. Rules
 # that fire often enough in the labelled corpus's training half (bench/accuracy_cv
@@ -201,7 +201,7 @@ class _HtmlScan(HTMLParser):
 
     def run(self, html: str) -> None:
         with contextlib.suppress(Exception):  # what was seen before a failure still counts
-            self.feed(html)
+            self.feed(defuse_unclosed_tags(html))
             self.close()
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:

@@ -49,9 +49,11 @@ _RATWARE_SUBJECT = re.compile(r"\S {6,}\S|(?<!\s)\s{2,}[0-9a-z]{1,6}[.:][0-9]{1,
                               r"|\s[0-9a-z]{8,}\s*$(?<=[0-9][a-z]|[a-z][0-9])", re.I)
 _AD_LABEL = re.compile(r"^\s*(?:\[?adv\]?\s*[:\-]|adv\s+)|未承諾広告", re.I)
 _FROM_DIGITS = re.compile(r"[a-z][0-9]{3,}$", re.I)
-_FONT_HUGE = re.compile(r"(?i)<font[^>]*\bsize\s*=\s*[\"']?\s*(?:\+[3-9]|[6-9])\b"
+# A font tag's attributes are read up to 300 characters: [^>]* would rescan the rest of
+# the text from every "<font" of a message that never closes one.
+_FONT_HUGE = re.compile(r"(?i)<font[^<>]{0,300}?\bsize\s*=\s*[\"']?\s*(?:\+[3-9]|[6-9])\b"
                         r"|font-size\s*:\s*(?:[3-9][0-9]|[2-9][0-9]{2})\s*(?:px|pt)")
-_FONT_RED = re.compile(r"(?i)(?:<font[^>]*\bcolor|color\s*:)\s*=?\s*[\"']?\s*"
+_FONT_RED = re.compile(r"(?i)(?:<font[^<>]{0,300}?\bcolor|color\s*:)\s*=?\s*[\"']?\s*"
                        r"(?:red|#?ff0000|#?f00\b|#?ff00ff|#?ffff00|yellow|lime|#?00ff00)")
 _CAPS_LINE = re.compile(r"^[^a-z\n]*[A-Z][^a-z\n]*$", re.M)
 _EXCLAIMS = re.compile(r"!{3,}|(?:![^!\n]{0,20}){4}")

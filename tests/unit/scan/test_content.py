@@ -205,7 +205,7 @@ def test_a_link_in_the_subject_or_shown_as_anchor_text_is_not_read_as_a_link() -
 
 def test_every_link_rule_is_exercised_here() -> None:
     tested = {link[0] for link in LINKS} | {
-        "WORDS_SPELLED_APART", "INVISIBLE_CHARACTERS", "SUBJECT_HAS_RECIPIENT"}
+        "WORDS_SPELLED_APART", "INVISIBLE_CHARACTERS", "SUBJECT_HAS_RECIPIENT", "WORD_SALAD"}
     assert tested == set(LINK_RULES)
 
 
@@ -310,3 +310,20 @@ def test_most_spam_has_a_content_or_ratware_symbol() -> None:
     paths = labelled(SPAM)
     flagged = sum(bool(rule_names(path)) for path in paths)
     assert flagged >= 0.75 * len(paths), f"{flagged} of {len(paths)} spam flagged"
+
+
+# A hash-buster paragraph as 2010 spam drew it from an encyclopedia, and prose with as many
+# short function words that English would write.
+SALAD = ("of symbol climate Spychips began archaic this depositary Originally and population "
+         "Sasaki city which towels the Burkert groundwater in than Mineralogy in Retention This "
+         "modern DNA of the Union element until A York Patrick In exploration out Albert Fuller "
+         "the of a and the in of to Prussia and or the for President that bursts the a of")
+PROSE = ("The minutes of the meeting are attached. In the first part of the talk we went over "
+         "the plan for the move to the new office, and in the second we agreed on a date for "
+         "the review of the budget with the board and the staff of the branch in York.")
+
+
+def test_word_salad_is_told_by_word_pairs_english_never_has() -> None:
+    assert "WORD_SALAD" in names(message(SALAD * 2))
+    assert "WORD_SALAD" not in names(message(PROSE * 4))
+    assert "WORD_SALAD" not in names(message("the of"))  # a slip is not salad
