@@ -7,7 +7,6 @@ import bz2
 import gzip
 import io
 import lzma
-import tarfile
 import time
 import tracemalloc
 import zipfile
@@ -26,6 +25,7 @@ from spoolgate.scan.attachments import (
     inspect_attachments,
 )
 from spoolgate.scan.policy import ScanPolicy, decide
+from tests.archives import tar_of, zip_of
 from tests.conftest import CORPUS
 
 RULES = AttachmentRules()
@@ -59,24 +59,6 @@ def inspect(*files: tuple[str | None, bytes], rules: AttachmentRules = RULES,
 
 def scores(found: AttachmentFindings) -> dict[str, float]:
     return {symbol.name: symbol.score for symbol in found.symbols}
-
-
-def zip_of(files: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", method) as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
-def tar_of(files: dict[str, bytes], mode: str = "w") -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode=mode) as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def patched(data: bytes, signature: bytes, offset: int, value: bytes) -> bytes:

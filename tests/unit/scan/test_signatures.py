@@ -7,11 +7,8 @@ import asyncio
 import base64
 import bz2
 import gzip
-import io
 import lzma
 import quopri
-import tarfile
-import zipfile
 from collections.abc import Callable
 from email.message import EmailMessage
 
@@ -25,6 +22,7 @@ from spoolgate.scan.base import ScanRequest
 from spoolgate.scan.builtin import BuiltinScanner
 from spoolgate.scan.policy import ScanPolicy, decide
 from spoolgate.scan.signatures import EICAR, message_hits, signatures_in, virus_findings
+from tests.archives import tar_of, zip_of
 from tests.clamd import EICAR as CLAMD_EICAR
 
 ENVELOPE = Envelope("a@remote.test", (Recipient("b@example.test"),),
@@ -58,24 +56,6 @@ def attached(data: bytes, filename: str | None = "eicar.com",
     msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename,
                        disposition=disposition)
     return crlf(msg.as_bytes())
-
-
-def zip_of(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
-def tar_of(files: dict[str, bytes], mode: str = "w") -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode=mode) as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def nested_message(inner: bytes) -> bytes:
