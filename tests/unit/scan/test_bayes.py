@@ -15,6 +15,7 @@ from spoolgate.scan import ngrams
 from spoolgate.scan.bayes import (
     BAYES_BANDS,
     BAYES_MAX_SCORE,
+    LEARNED_MAX_SCORE,
     MAX_CLUES,
     MAX_URLS,
     BayesClassifier,
@@ -385,3 +386,19 @@ def test_symbols_add_the_ngram_model_once_it_has_learned_enough(
     assert model.score == pytest.approx(ngrams.SCALE * odds, abs=1e-3)
     ham = message("minutes of the meeting", message_id="<q@x>")
     assert classifier.symbols(parse_message(ham), ham)[1].score < 0 < model.score
+
+
+def test_both_classifiers_together_add_at_most_the_learned_cap(
+        classifier: BayesClassifier) -> None:
+    for n in range(40):
+        learn(classifier, message(f"casino jackpot bonus winner {n}", subject="Win",
+                                  message_id=f"<s{n}@x>"), spam=True)
+        learn(classifier, message(f"minutes of the meeting {n}", message_id=f"<h{n}@x>"),
+              spam=False)
+    probe = message("casino jackpot bonus winner", subject="Win", message_id="<p@x>")
+
+    bayes, model = classifier.symbols(parse_message(probe), probe)
+
+    assert bayes.score + model.score == pytest.approx(LEARNED_MAX_SCORE)
+    assert bayes.score > LEARNED_MAX_SCORE - ngrams.MAX_SCORE  # so the model was capped
+    assert "capped" in model.detail
