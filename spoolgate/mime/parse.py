@@ -84,6 +84,11 @@ class ParsedMessage:
     defects: tuple[str, ...]
     truncated: bool
 
+    def header(self, name: str) -> str | None:
+        """The first top-level header field called *name* (any case), decoded; else None."""
+        name = name.lower()
+        return next((value for key, value in self.headers if key.lower() == name), None)
+
     def text_body(self) -> str:
         """The first inline text/plain part, else the first HTML body as crude text, else ""."""
         for part in self.parts:

@@ -90,16 +90,8 @@ def header_symbols(parsed: ParsedMessage, envelope: Envelope,
     return [Symbol(name, RULES[name][0], detail or RULES[name][1]) for name, detail in names]
 
 
-def _header(parsed: ParsedMessage, name: str) -> str | None:
-    name = name.lower()
-    for key, value in parsed.headers:
-        if key.lower() == name:
-            return value
-    return None
-
-
 def _date_rules(parsed: ParsedMessage) -> list[tuple[str, str]]:
-    value = _header(parsed, "date")
+    value = parsed.header("date")
     if value is None:
         return [("MISSING_DATE", "")]
     date = _date(value)
@@ -124,13 +116,13 @@ def _date(value: str | None) -> datetime | None:
 def _received_stamp(parsed: ParsedMessage) -> str | None:
     """The date after the last ';' of the newest Received header: when the previous hop
     (or this gateway, once it has prepended its own) took the message."""
-    value = _header(parsed, "received")
+    value = parsed.header("received")
     match = _RECEIVED_STAMP.search(value[-MAX_RECEIVED_LINE:]) if value else None
     return match.group(1) if match else None
 
 
 def _msgid_rules(parsed: ParsedMessage) -> list[tuple[str, str]]:
-    value = _header(parsed, "message-id")
+    value = parsed.header("message-id")
     if value is None:
         return [("MISSING_MID", "")]
     if not _MSGID.match(value.strip()):
@@ -256,7 +248,7 @@ def _recipient_rules(parsed: ParsedMessage, envelope: Envelope) -> list[tuple[st
     rules: list[tuple[str, str]] = []
     if count > MANY_RECIPIENTS:
         rules.append(("EXCESSIVE_RECIPIENTS", f"{count} recipients"))
-    to = _header(parsed, "to")
+    to = parsed.header("to")
     if to is not None and (not any(a for _, a in addresses(to)) or "undisclosed" in to.lower()):
         rules.append(("TO_UNDISCLOSED", f"To: {to[:60]!r}"))
     return rules

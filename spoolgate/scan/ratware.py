@@ -66,20 +66,13 @@ def ratware_symbols(parsed: ParsedMessage) -> list[Symbol]:
                                  *_text_marks(parsed))]
 
 
-def _first(parsed: ParsedMessage, name: str) -> str | None:
-    for key, value in parsed.headers:
-        if key.lower() == name:
-            return value
-    return None
-
-
 def _header_marks(parsed: ParsedMessage) -> Iterator[tuple[str, str]]:
     yield from _mailer_marks(parsed)
     if _RATWARE_SUBJECT.search(parsed.subject):
         yield "SUBJECT_RATWARE_ID", parsed.subject
     if _AD_LABEL.search(parsed.subject):
         yield "SUBJECT_ADVERTISEMENT", parsed.subject
-    priority = (_first(parsed, "x-priority") or "").strip()[:1]
+    priority = (parsed.header("x-priority") or "").strip()[:1]
     if priority and priority in "1245":
         yield "PRIORITY_UNUSUAL", f"X-Priority: {priority}"
     sender = (addresses(parsed.from_) or [("", "")])[0][1].partition("@")[0]
@@ -88,13 +81,13 @@ def _header_marks(parsed: ParsedMessage) -> Iterator[tuple[str, str]]:
 
 
 def _mailer_marks(parsed: ParsedMessage) -> Iterator[tuple[str, str]]:
-    mailer = _first(parsed, "x-mailer") or ""
+    mailer = parsed.header("x-mailer") or ""
     if "macintosh" in mailer.lower():
         return  # Outlook for the Mac leaves the Message-ID to the server and has no MimeOLE
     message_id = parsed.message_id.strip()
     if _OUTLOOK.search(mailer) and message_id and not _OUTLOOK_MSGID.search(message_id):
         yield "FORGED_OUTLOOK_MSGID", f"{mailer[:40]} / {message_id[:40]}"
-    if _OUTLOOK_EXPRESS.search(mailer) and _first(parsed, "x-mimeole") is None:
+    if _OUTLOOK_EXPRESS.search(mailer) and parsed.header("x-mimeole") is None:
         yield "OUTLOOK_EXPRESS_NO_MIMEOLE", mailer
 
 

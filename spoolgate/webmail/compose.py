@@ -167,10 +167,6 @@ def quote(text: str) -> str:
     return "\n".join(f"> {line}" if line else ">" for line in lines) + "\n"
 
 
-def _header(parsed: ParsedMessage, name: str) -> str:
-    return next((value for key, value in parsed.headers if key.lower() == name.lower()), "")
-
-
 def _formatted(addresses: list[tuple[str, str]]) -> str:
     return ", ".join(str(Address(display_name=n, addr_spec=a)) if n else a
                      for n, a in addresses)
@@ -179,14 +175,14 @@ def _formatted(addresses: list[tuple[str, str]]) -> str:
 def reply_draft(parsed: ParsedMessage, user: str, *, reply_all: bool) -> Draft:
     """A reply to *parsed*: to its Reply-To (else From), and with *reply_all* its To and Cc
     too, the user left out; quoted, threaded by In-Reply-To and References."""
-    author = getaddresses([_header(parsed, "Reply-To") or parsed.from_])
+    author = getaddresses([parsed.header("Reply-To") or parsed.from_])
     to = _without(author, {user.lower()})
     cc: list[tuple[str, str]] = []
     if reply_all:
         taken = {user.lower()} | {a.lower() for _, a in to}
         cc = _without(getaddresses([parsed.to, parsed.cc]), taken)
     message_id = message_ids(parsed.message_id)
-    references = " ".join(filter(None, [message_ids(_header(parsed, "References")),
+    references = " ".join(filter(None, [message_ids(parsed.header("References") or ""),
                                         message_id]))
     body = f"\n\nOn {parsed.date or 'an earlier date'}, {parsed.from_ or 'someone'} wrote:\n"
     return Draft(to=_formatted(to), cc=_formatted(cc), subject=reply_subject(parsed.subject),
