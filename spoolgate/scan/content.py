@@ -379,7 +379,7 @@ def _tricks(parsed: ParsedMessage, subject: str, text: str) -> Iterator[tuple[st
     spelled = _spelled_apart(f"{subject}\n{text[:MAX_TEXT]}")
     if spelled:
         yield "WORDS_SPELLED_APART", spelled
-    hidden = _INVISIBLE.search(parsed.subject) or _INVISIBLE.search(_raw_text(parsed))
+    hidden = next(filter(None, map(_INVISIBLE.search, _texts_as_written(parsed))), None)
     if hidden:
         yield "INVISIBLE_CHARACTERS", f"U+{ord(hidden.group()):04X}"
     salad = _word_salad(text)
@@ -414,8 +414,11 @@ def _word_salad(text: str) -> str:
     return ""
 
 
-def _raw_text(parsed: ParsedMessage) -> str:
-    return "".join((p.text or "")[:MAX_TEXT] for p in parsed.parts if p.text is not None)
+def _texts_as_written(parsed: ParsedMessage) -> Iterator[str]:
+    """The Subject, then each text part as decoded (markup and all), bounded: where an
+    invisible character hides, before the visible text drops it."""
+    yield parsed.subject
+    yield from (p.text[:MAX_TEXT] for p in parsed.parts if p.text is not None)
 
 
 def _recipient_mailbox(parsed: ParsedMessage) -> str:
