@@ -241,10 +241,11 @@ _TARGET_WORDS = frozenset("""viagra cialis levitra valium xanax pharmacy pills m
     replica casino mortgage refinance loan credit cash money free sex porn penis enlarge
     weight diet offer winner lottery prize urgent account password verify bank paypal
     discount cheap sale order buy click""".split())
-# Runs of letters and stand-ins, cut at 12 characters (longer than any target word):
-# one pass over the text, whatever it holds.
-_DIGIT_WORD = re.compile(r"[a-z0-9@$!|]{4,12}", re.I)
-_STAND_INS = frozenset("0123456789@$!|")
+# Runs of letters and stand-ins that hold a stand-in, each read in pieces of 12 characters
+# (longer than any target word); the run's start is anchored, so one pass over the text
+# whatever it holds.
+_STAND_IN_RUN = re.compile(r"(?<![a-z0-9@$!|])[a-z0-9@$!|]*[0-9@$!|][a-z0-9@$!|]*", re.I)
+_PIECE, _SHORTEST_PIECE = 12, 4
 _INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
 
 # Links: (name, score, description) of each shape, detected in :func:`_link_shapes`.
@@ -278,11 +279,27 @@ _LABEL_RANDOM = re.compile(r"^(?=.*\d)(?=.*[a-z])[a-z0-9]{12,}$|^[bcdfghjklmnpqr
 _ARTICLES = frozenset({"the", "a", "an"})
 _PREPOSITIONS = frozenset({"of", "in", "to", "for", "on", "by", "with", "at", "from", "into"})
 _CONJUNCTIONS = frozenset({"and", "or", "but", "nor"})
-_UNGRAMMATICAL = frozenset(
-    {(x, y) for x in _ARTICLES for y in _ARTICLES | _PREPOSITIONS | _CONJUNCTIONS}
-    | {(x, y) for x in _PREPOSITIONS for y in _PREPOSITIONS | _CONJUNCTIONS}
-    | {(x, y) for x in _CONJUNCTIONS for y in _CONJUNCTIONS})
-_SALAD_TOKEN = re.compile(r"[A-Za-z]+|[^\sA-Za-z]")
+# The words counted: runs of ASCII letters, and each other letter on its own (how the
+# rule has always counted: "théâtre" is "th", "é", "â", "tre").
+_WORD_RUN = re.compile(r"[A-Za-z]+|[^\x00-\x7f]")
+
+
+def _any_case(words: frozenset[str]) -> str:
+    """An alternation of *words* in any ASCII case (re.I would also match İ, ı, ſ, K)."""
+    return "|".join("".join(f"[{c}{c.upper()}]" for c in word)
+                    for word in sorted(words, key=len, reverse=True))
+
+
+# Two whole words with only white space between them (consecutive words of the text), the
+# second read ahead so that pairs may overlap ("the the the" is two); a position that
+# starts no function word is passed over at its first letter.
+_FUNCTION_WORDS = _ARTICLES | _PREPOSITIONS | _CONJUNCTIONS
+_INITIALS = "".join(sorted({c for word in _FUNCTION_WORDS for c in (word[0], word[0].upper())}))
+_UNGRAMMATICAL_PAIR = re.compile(rf"(?<![A-Za-z])(?=[{_INITIALS}])(?:" + "|".join(
+    rf"(?:{_any_case(first)})(?=\s+(?:{_any_case(second)})(?![A-Za-z]))"
+    for first, second in ((_ARTICLES, _FUNCTION_WORDS),
+                          (_PREPOSITIONS, _PREPOSITIONS | _CONJUNCTIONS),
+                          (_CONJUNCTIONS, _CONJUNCTIONS))) + ")")
 SALAD_PAIRS, SALAD_RATE = 4, 1.0
 _SUBJECT_TAGS = re.compile(r"\[[^\]]*\]|\([^)]*\)")  # [list-name] tags, not a greeting
 _REDIRECT = re.compile(r"(?i)[?&][a-z_]*(?:url|redirect|goto|link|target|dest|u)=(?:https?|www)")
@@ -396,20 +413,25 @@ def _spelled_apart(text: str) -> str:
         letters = re.sub(r"[\s.\-_*|'+]", "", match.group()).lower()
         if letters.translate(_LEET) in _TARGET_WORDS:
             return match.group()
-    for match in _DIGIT_WORD.finditer(text):
-        word = match.group().lower()
-        if (_STAND_INS.intersection(word) and not word.isdigit()
-                and word.translate(_LEET) in _TARGET_WORDS):
-            return match.group()
+    for match in _STAND_IN_RUN.finditer(text):
+        run = match.group()
+        for start in range(0, len(run) - _SHORTEST_PIECE + 1, _PIECE):
+            piece = run[start:start + _PIECE]
+            word = piece.lower()
+            if (not word.isalpha() and not word.isdigit()
+                    and word.translate(_LEET) in _TARGET_WORDS):
+                return piece
     return ""
 
 
 def _word_salad(text: str) -> str:
     """How ungrammatical *text* is, when it reads as words drawn at random; else ""."""
-    tokens = [t.lower() for t in _SALAD_TOKEN.findall(text[:MAX_TEXT])]
-    words = sum(t.isalpha() for t in tokens)
-    pairs = sum((x, y) in _UNGRAMMATICAL for x, y in zip(tokens, tokens[1:], strict=False))
-    if pairs >= SALAD_PAIRS and pairs * 100 >= SALAD_RATE * max(words, 1):
+    text = text[:MAX_TEXT]
+    pairs = sum(1 for _ in _UNGRAMMATICAL_PAIR.finditer(text))
+    if pairs < SALAD_PAIRS:
+        return ""
+    words = sum(1 for w in _WORD_RUN.finditer(text) if w.group().lower().isalpha())
+    if pairs * 100 >= SALAD_RATE * max(words, 1):
         return f"{pairs} impossible word pairs in {words} words"
     return ""
 
